@@ -1,0 +1,1 @@
+"""Ports the use cases need; infrastructure provides the adapters."""

@@ -1,0 +1,105 @@
+"""What callers ask for, already decoded from the wire but not yet validated by the domain."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from domain.notification import Channel, Content, Priority
+
+
+@dataclass(frozen=True, slots=True)
+class AddressInput:
+    """An address as given: its kind (email, phone, device_token, webhook_url) and value."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInput:
+    name: str
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    locale: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendNotificationCommand:
+    request_id: str
+    user_id: str
+    channel: Channel
+    category: str
+    priority: Priority = Priority.MEDIUM
+    content: Content | None = None
+    template: TemplateInput | None = None
+    address: AddressInput | None = None
+    scheduled_at: datetime | None = None
+    expires_at: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def meaning(self) -> dict[str, Any]:
+        """Everything but the request_id: what must match for a retry to be a replay."""
+        return {
+            "user_id": self.user_id,
+            "channel": self.channel.value,
+            "priority": int(self.priority),
+            "category": self.category,
+            "content": [self.content.title, self.content.body] if self.content else None,
+            "template": (
+                [self.template.name, dict(self.template.variables), self.template.locale]
+                if self.template
+                else None
+            ),
+            "address": [self.address.kind, self.address.value] if self.address else None,
+            "scheduled_at": self.scheduled_at.isoformat() if self.scheduled_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "metadata": dict(self.metadata),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRecipientInput:
+    user_id: str
+    address: AddressInput | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    locale: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkSendCommand:
+    request_id: str
+    channel: Channel
+    category: str
+    recipients: Sequence[BulkRecipientInput]
+    priority: Priority = Priority.MEDIUM
+    content: Content | None = None
+    template: TemplateInput | None = None
+    scheduled_at: datetime | None = None
+    expires_at: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def for_recipient(self, index: int) -> SendNotificationCommand:
+        """The single send this bulk send makes for one recipient (its own derived request_id)."""
+        r = self.recipients[index]
+        template = None
+        if self.template is not None:
+            template = TemplateInput(
+                self.template.name,
+                {**self.template.variables, **r.variables},
+                r.locale or self.template.locale,
+            )
+        return SendNotificationCommand(
+            request_id=f"{self.request_id}#{index}",
+            user_id=r.user_id,
+            channel=self.channel,
+            category=self.category,
+            priority=self.priority,
+            content=self.content,
+            template=template,
+            address=r.address,
+            scheduled_at=self.scheduled_at,
+            expires_at=self.expires_at,
+            metadata=self.metadata,
+        )

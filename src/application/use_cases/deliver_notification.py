@@ -1,0 +1,122 @@
+"""DeliverNotification: a worker's handling of one claimed notification."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from application.errors import ConcurrentUpdate
+from application.ports.clock import Clock
+from application.ports.repositories import UnitOfWorkFactory
+from application.ports.scheduler import Claim, Scheduler
+from application.ports.sender import DeliveryFailed, Sender
+from domain.notification import (
+    Channel,
+    DeliveryResult,
+    ErrorClass,
+    Notification,
+    RetryPolicy,
+    Status,
+)
+
+log = logging.getLogger(__name__)
+
+# A claim made a little before its due time (clock skew between processes) is still served.
+EARLY_TOLERANCE = timedelta(milliseconds=50)
+
+
+class DeliverNotification:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        scheduler: Scheduler,
+        senders: Mapping[Channel, Sender],
+        retry_policies: Mapping[Channel, RetryPolicy],
+        clock: Clock,
+        random: Callable[[], float],
+    ) -> None:
+        self._uow = uow
+        self._scheduler = scheduler
+        self._senders = senders
+        self._policies = retry_policies
+        self._clock = clock
+        self._random = random
+
+    async def execute(self, claim: Claim) -> Status | None:
+        """Returns the status the notification was left in (None if it was not ours to handle)."""
+        notification = await self._begin(claim)
+        if notification is None:
+            return None
+        if notification.status is not Status.SENDING:
+            await self._scheduler.ack(claim)
+            return notification.status
+        outcome = await self._send(notification)
+        return await self._finish(claim, notification, outcome)
+
+    async def _begin(self, claim: Claim) -> Notification | None:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            n = await uow.notifications.get_for_delivery(claim.notification_id)
+            if n is None or n.status not in (Status.QUEUED, Status.SENDING):
+                # Cancelled, already settled by an earlier holder, or never committed.
+                await self._scheduler.ack(claim)
+                return None
+            if n.status is Status.QUEUED and n.due_at > now + EARLY_TOLERANCE:
+                await self._scheduler.retry_at(claim, n.due_at, now)
+                return None
+            n.begin_attempt(now)
+            try:
+                await uow.notifications.save(n)
+            except ConcurrentUpdate:
+                log.info("notification %s changed under us; leaving it to its holder", n.id)
+                return None
+            await uow.commit()
+        return n
+
+    async def _send(self, n: Notification) -> DeliveryResult | DeliveryFailed:
+        sender = self._senders.get(n.channel)
+        if sender is None:
+            return DeliveryFailed(
+                ErrorClass.PERMANENT, f"no sender for channel {n.channel}", provider="none"
+            )
+        try:
+            return await sender.send(n)
+        except DeliveryFailed as failure:
+            return failure
+        except Exception as error:
+            # A bug in an adapter must not strand the notification: treat it as transient.
+            log.exception("sender for %s raised unexpectedly", n.channel)
+            return DeliveryFailed(
+                ErrorClass.TRANSIENT, f"{type(error).__name__}: {error}", provider=n.channel.lower()
+            )
+
+    async def _finish(
+        self, claim: Claim, n: Notification, outcome: DeliveryResult | DeliveryFailed
+    ) -> Status | None:
+        now = self._clock.now()
+        if isinstance(outcome, DeliveryResult):
+            n.record_success(now, outcome)
+        else:
+            n.record_failure(
+                now,
+                provider=outcome.provider,
+                error_class=outcome.error_class,
+                message=outcome.message,
+                policy=self._policies.get(n.channel, RetryPolicy()),
+                random=self._random,
+                retry_after=outcome.retry_after,
+            )
+        async with self._uow() as uow:
+            try:
+                await uow.notifications.save(n)
+            except ConcurrentUpdate:
+                # Our lease lapsed and another worker took over: its record wins.
+                log.warning("late outcome for %s rejected: another attempt superseded it", n.id)
+                return None
+            await uow.commit()
+        if n.status is Status.QUEUED:
+            await self._scheduler.retry_at(claim, n.due_at, now)
+        else:
+            await self._scheduler.ack(claim)
+        return n.status

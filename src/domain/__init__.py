@@ -1,0 +1,1 @@
+"""The notification domain: aggregates, value objects and rules. Imports nothing outward."""

@@ -1,0 +1,39 @@
+"""The Notification aggregate and its value objects."""
+
+from domain.notification.address import ADDRESS_KIND_BY_CHANNEL, Address
+from domain.notification.attempt import AttemptOutcome, DeliveryAttempt, DeliveryResult, ErrorClass
+from domain.notification.notification import (
+    MAX_REQUEST_ID_CHARS,
+    NewNotification,
+    Notification,
+    StatusChange,
+    validate_new,
+)
+from domain.notification.retry_policy import RetryPolicy
+from domain.notification.status import SETTLED, TERMINAL, TRANSITIONS, Status, can_transition
+from domain.notification.values import Channel, Content, Priority, Rendered, TemplateRef
+
+__all__ = [
+    "ADDRESS_KIND_BY_CHANNEL",
+    "MAX_REQUEST_ID_CHARS",
+    "SETTLED",
+    "TERMINAL",
+    "TRANSITIONS",
+    "Address",
+    "AttemptOutcome",
+    "Channel",
+    "Content",
+    "DeliveryAttempt",
+    "DeliveryResult",
+    "ErrorClass",
+    "NewNotification",
+    "Notification",
+    "Priority",
+    "Rendered",
+    "RetryPolicy",
+    "Status",
+    "StatusChange",
+    "TemplateRef",
+    "can_transition",
+    "validate_new",
+]

@@ -1,0 +1,326 @@
+"""The Notification aggregate: one message to one recipient on one channel, and its whole life."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from domain.errors import IllegalTransition, PreconditionFailed, Violations
+from domain.notification.address import ADDRESS_KIND_BY_CHANNEL, Address
+from domain.notification.attempt import AttemptOutcome, DeliveryAttempt, DeliveryResult, ErrorClass
+from domain.notification.retry_policy import RetryPolicy
+from domain.notification.status import SETTLED, Status, can_transition
+from domain.notification.values import (
+    MAX_BODY_CHARS,
+    MAX_CATEGORY_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_VALUE_CHARS,
+    MAX_TITLE_CHARS,
+    MAX_USER_ID_CHARS,
+    Channel,
+    Content,
+    Priority,
+    Rendered,
+)
+
+MAX_REQUEST_ID_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    status: Status
+    at: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """Everything a caller states about a notification, checked before one exists."""
+
+    request_id: str
+    user_id: str
+    channel: Channel
+    priority: Priority
+    category: str
+    content: Content
+    address: Address | None = None
+    scheduled_at: datetime | None = None
+    expires_at: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    rendered: Rendered | None = None
+
+
+def validate_new(new: NewNotification, now: datetime, field_prefix: str = "") -> Violations:
+    """Every rule a new notification must meet, reported all at once."""
+    v = Violations()
+    p = field_prefix
+    if not new.request_id:
+        v.add(f"{p}request_id", "required: a unique key that makes retries safe")
+    elif len(new.request_id) > MAX_REQUEST_ID_CHARS:
+        v.add(f"{p}request_id", f"longer than {MAX_REQUEST_ID_CHARS} characters")
+    if not new.user_id.strip():
+        v.add(f"{p}user_id", "required")
+    elif len(new.user_id) > MAX_USER_ID_CHARS:
+        v.add(f"{p}user_id", f"longer than {MAX_USER_ID_CHARS} characters")
+    if not new.category.strip():
+        v.add(f"{p}category", "required (the notification type, e.g. order_shipped)")
+    elif len(new.category) > MAX_CATEGORY_CHARS:
+        v.add(f"{p}category", f"longer than {MAX_CATEGORY_CHARS} characters")
+    if not new.content.title.strip() and not new.content.body.strip():
+        v.add(f"{p}content", "title and body are both empty")
+    if len(new.content.title) > MAX_TITLE_CHARS:
+        v.add(f"{p}content.title", f"longer than {MAX_TITLE_CHARS} characters")
+    if len(new.content.body) > MAX_BODY_CHARS:
+        v.add(f"{p}content.body", f"longer than {MAX_BODY_CHARS} characters")
+    needed = ADDRESS_KIND_BY_CHANNEL.get(new.channel)
+    if new.address is not None and not new.address.fits(new.channel):
+        v.add(
+            f"{p}address", f"a {new.address.kind} address cannot carry a {new.channel} notification"
+        )
+    elif new.address is None and needed is not None:
+        v.add(f"{p}address.{needed}", f"required for channel {new.channel}")
+    if new.expires_at is not None:
+        if new.expires_at <= now:
+            v.add(f"{p}expires_at", "is in the past")
+        elif new.scheduled_at is not None and new.expires_at <= new.scheduled_at:
+            v.add(f"{p}expires_at", "is not after scheduled_at")
+    if len(new.metadata) > MAX_METADATA_ENTRIES:
+        v.add(f"{p}metadata", f"more than {MAX_METADATA_ENTRIES} entries")
+    for key, value in new.metadata.items():
+        if not key or len(key) > 128 or len(value) > MAX_METADATA_VALUE_CHARS:
+            v.add(f"{p}metadata[{key}]", "keys are 1-128 characters, values at most 1024")
+            break
+    return v
+
+
+@dataclass
+class Notification:
+    id: str
+    tenant_id: str
+    caller: str
+    request_id: str
+    request_fingerprint: str
+    user_id: str
+    channel: Channel
+    priority: Priority
+    category: str
+    content: Content
+    address: Address | None
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    due_at: datetime
+    scheduled_at: datetime | None = None
+    expires_at: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    template_name: str = ""
+    template_version: int = 0
+    locale: str = ""
+    status_reason: str = ""
+    bulk_job_id: str | None = None
+    history: list[StatusChange] = field(default_factory=list)
+    attempts: list[DeliveryAttempt] = field(default_factory=list)
+    # Optimistic-concurrency version, owned by the repository: a stale writer's save fails.
+    version: int = 0
+
+    # -- creation -----------------------------------------------------------------------------
+
+    @classmethod
+    def accept(
+        cls,
+        new: NewNotification,
+        *,
+        id: str,
+        tenant_id: str,
+        caller: str,
+        fingerprint: str,
+        now: datetime,
+        bulk_job_id: str | None = None,
+    ) -> Notification:
+        """A new notification, validated and placed in the queue (held until its scheduled time)."""
+        validate_new(new, now).raise_if_any()
+        due = new.scheduled_at if new.scheduled_at and new.scheduled_at > now else now
+        n = cls(
+            id=id,
+            tenant_id=tenant_id,
+            caller=caller,
+            request_id=new.request_id,
+            request_fingerprint=fingerprint,
+            user_id=new.user_id,
+            channel=new.channel,
+            priority=new.priority,
+            category=new.category,
+            content=new.content,
+            address=new.address,
+            status=Status.PENDING,
+            created_at=now,
+            updated_at=now,
+            due_at=due,
+            scheduled_at=new.scheduled_at,
+            expires_at=new.expires_at,
+            metadata=dict(new.metadata),
+            template_name=new.rendered.template_name if new.rendered else "",
+            template_version=new.rendered.template_version if new.rendered else 0,
+            locale=new.rendered.locale if new.rendered else "",
+            bulk_job_id=bulk_job_id,
+            history=[StatusChange(Status.PENDING, now)],
+        )
+        n._move(Status.QUEUED, now, "scheduled" if due > now else "")
+        return n
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def attempt_count(self) -> int:
+        return len(self.attempts)
+
+    @property
+    def is_settled(self) -> bool:
+        return self.status in SETTLED
+
+    @property
+    def unread(self) -> bool:
+        return self.channel is Channel.IN_APP and self.status is Status.DELIVERED
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def changed_at(self, status: Status) -> datetime | None:
+        for change in reversed(self.history):
+            if change.status is status:
+                return change.at
+        return None
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def begin_attempt(self, now: datetime) -> DeliveryAttempt | None:
+        """Start a try at sending. Returns None when the notification expired instead."""
+        if self.status not in (Status.QUEUED, Status.SENDING):
+            raise IllegalTransition(f"notification {self.id}", self.status, Status.SENDING)
+        if self.is_expired(now):
+            self._abandon_open_attempt(now)
+            self._move(Status.EXPIRED, now, "expires_at passed before it could be sent")
+            return None
+        reason = ""
+        if self.status is Status.SENDING:
+            # The previous holder vanished mid-attempt; its outcome is unknown.
+            self._abandon_open_attempt(now)
+            reason = "previous attempt abandoned"
+        attempt = DeliveryAttempt(number=len(self.attempts) + 1, started_at=now)
+        self.attempts.append(attempt)
+        self._move(Status.SENDING, now, reason)
+        return attempt
+
+    def record_success(self, now: datetime, result: DeliveryResult) -> None:
+        self._finish_open_attempt(
+            now,
+            AttemptOutcome.ACCEPTED,
+            provider=result.provider,
+            provider_message_id=result.provider_message_id,
+        )
+        self._move(Status.SENT, now, f"accepted by {result.provider}")
+        if result.delivered:
+            self._move(Status.DELIVERED, now)
+
+    def record_failure(
+        self,
+        now: datetime,
+        *,
+        provider: str,
+        error_class: ErrorClass,
+        message: str,
+        policy: RetryPolicy,
+        random: Callable[[], float],
+        retry_after: timedelta | None = None,
+    ) -> None:
+        """Close the open attempt as failed; retry later if the failure and attempts allow."""
+        permanent = error_class is ErrorClass.PERMANENT
+        self._finish_open_attempt(
+            now,
+            AttemptOutcome.PERMANENT_FAILURE if permanent else AttemptOutcome.TRANSIENT_FAILURE,
+            provider=provider,
+            error_class=error_class,
+            error_message=message,
+        )
+        if permanent:
+            self._move(Status.FAILED, now, f"permanent failure: {message}")
+            return
+        if not policy.allows_another(len(self.attempts)):
+            self._move(
+                Status.FAILED, now, f"gave up after {len(self.attempts)} attempts: {message}"
+            )
+            return
+        retry_at = policy.next_attempt_at(now, len(self.attempts), random, retry_after)
+        if self.expires_at is not None and retry_at >= self.expires_at:
+            self._move(Status.EXPIRED, now, "expires before the next attempt is due")
+            return
+        self.due_at = retry_at
+        self._move(Status.QUEUED, now, f"retry after transient failure: {message}")
+
+    # -- caller and recipient actions ---------------------------------------------------------
+
+    def cancel(self, now: datetime) -> None:
+        if self.status is Status.CANCELLED:
+            return
+        if self.status not in (Status.PENDING, Status.QUEUED):
+            raise IllegalTransition(f"notification {self.id}", self.status, Status.CANCELLED)
+        self._move(Status.CANCELLED, now, "cancelled by caller")
+
+    def expire(self, now: datetime) -> None:
+        if not self.is_expired(now):
+            raise PreconditionFailed(f"notification {self.id}", "has not reached expires_at")
+        self._abandon_open_attempt(now)
+        self._move(Status.EXPIRED, now, "expires_at passed before it could be sent")
+
+    def suppress(self, now: datetime, reason: str) -> None:
+        self._move(Status.SUPPRESSED, now, reason)
+
+    def mark_delivered(self, now: datetime) -> None:
+        if self.status in (Status.DELIVERED, Status.READ):
+            return
+        self._move(Status.DELIVERED, now)
+
+    def mark_read(self, now: datetime) -> bool:
+        """Mark an in-app notification read. Returns False when it already was (idempotent)."""
+        if self.channel is not Channel.IN_APP:
+            raise PreconditionFailed(
+                f"notification {self.id}",
+                f"is a {self.channel} notification; only IN_APP notifications can be marked read",
+                reason="NOT_IN_APP",
+            )
+        if self.status is Status.READ:
+            return False
+        self._move(Status.READ, now)
+        return True
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _move(self, target: Status, now: datetime, reason: str = "") -> None:
+        if not can_transition(self.status, target):
+            raise IllegalTransition(f"notification {self.id}", self.status, target)
+        self.status = target
+        self.status_reason = reason
+        self.updated_at = now
+        self.history.append(StatusChange(target, now, reason))
+
+    def _open_attempt_index(self) -> int | None:
+        if self.attempts and self.attempts[-1].outcome is AttemptOutcome.IN_PROGRESS:
+            return len(self.attempts) - 1
+        return None
+
+    def _finish_open_attempt(self, now: datetime, outcome: AttemptOutcome, **kw: object) -> None:
+        index = self._open_attempt_index()
+        if self.status is not Status.SENDING or index is None:
+            raise IllegalTransition(f"notification {self.id}", self.status, "an attempt outcome")
+        self.attempts[index] = self.attempts[index].finish(now, outcome, **kw)  # type: ignore[arg-type]
+
+    def _abandon_open_attempt(self, now: datetime) -> None:
+        index = self._open_attempt_index()
+        if index is not None:
+            self.attempts[index] = self.attempts[index].finish(
+                now,
+                AttemptOutcome.ABANDONED,
+                error_class=ErrorClass.LEASE_LOST,
+                error_message="the worker holding this attempt stopped before recording an outcome",
+            )

@@ -1,0 +1,59 @@
+"""Small value objects of a notification: channel, priority, content, template reference."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_TITLE_CHARS = 512
+MAX_BODY_CHARS = 64 * 1024
+MAX_CATEGORY_CHARS = 128
+MAX_USER_ID_CHARS = 256
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_VALUE_CHARS = 1024
+
+
+class Channel(enum.StrEnum):
+    EMAIL = "EMAIL"
+    SMS = "SMS"
+    PUSH = "PUSH"
+    WEBHOOK = "WEBHOOK"
+    IN_APP = "IN_APP"
+
+
+class Priority(enum.IntEnum):
+    """Higher value is served first. The value is stable: it is stored and used in queue keys."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What the recipient reads, already rendered."""
+
+    title: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRef:
+    """A request to render a named template with variables, optionally in a given locale."""
+
+    name: str
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    locale: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The result of rendering a template: the content and which template version made it."""
+
+    content: Content
+    template_name: str
+    template_version: int
+    locale: str

@@ -1,0 +1,1 @@
+"""Adapters: Postgres, Redis, senders, templates, clock, ids, configuration."""

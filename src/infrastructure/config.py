@@ -1,0 +1,87 @@
+"""Settings from NOTIFYD_* environment variables, with defaults that suit one box."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = ""
+    redis_url: str = ""
+    listen: str = "0.0.0.0:50051"
+    reuse_port: bool = False
+    db_pool_size: int = 10
+    redis_namespace: str = "notifyd"
+    worker_concurrency: int = 64
+    lease_seconds: float = 30.0
+    poll_interval_seconds: float = 0.05
+    starvation_seconds: float = 30.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 600.0
+    webhook_timeout_seconds: float = 10.0
+    # Dev mode turns this on so a newcomer can point a webhook at localhost.
+    allow_private_targets: bool = False
+    auth_cache_seconds: float = 30.0
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"NOTIFYD_{f.name.upper()}")
+            if raw is None:
+                continue
+            try:
+                if f.type == "bool":
+                    values[f.name] = _bool(raw)
+                elif f.type == "int":
+                    values[f.name] = int(raw)
+                elif f.type == "float":
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as error:
+                raise ConfigError(f"NOTIFYD_{f.name.upper()}: {error}") from error
+        settings = replace(cls(**values), **overrides)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.worker_concurrency < 1:
+            raise ConfigError("NOTIFYD_WORKER_CONCURRENCY must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigError("NOTIFYD_MAX_ATTEMPTS must be at least 1")
+        if self.lease_seconds <= self.webhook_timeout_seconds:
+            raise ConfigError("NOTIFYD_LEASE_SECONDS must exceed NOTIFYD_WEBHOOK_TIMEOUT_SECONDS")
+
+    def require_servers(self) -> None:
+        missing = [
+            n
+            for n, v in (
+                ("NOTIFYD_DATABASE_URL", self.database_url),
+                ("NOTIFYD_REDIS_URL", self.redis_url),
+            )
+            if not v
+        ]
+        if missing:
+            raise ConfigError(f"set {' and '.join(missing)} (or run `notifyd dev`)")

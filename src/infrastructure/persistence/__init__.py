@@ -1,0 +1,1 @@
+"""Postgres: the source of truth for every notification, attempt and status."""

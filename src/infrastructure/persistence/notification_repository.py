@@ -1,0 +1,137 @@
+"""Notifications in Postgres, written with SQLAlchemy Core (one statement per save)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from application.errors import ConcurrentUpdate
+from domain.errors import NotFound
+from domain.notification import Channel, Notification, Status
+from infrastructure.persistence.notification_rows import from_row, to_row
+from infrastructure.persistence.tables import notifications as t
+
+
+class SqlNotificationRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def add(self, notification: Notification) -> bool:
+        row = to_row(notification) | {"version": 1}
+        stmt = (
+            insert(t)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=[t.c.tenant_id, t.c.request_id])
+            .returning(t.c.id)
+        )
+        inserted = (await self._conn.execute(stmt)).scalar_one_or_none()
+        if inserted is None:
+            return False
+        notification.version = 1
+        return True
+
+    async def add_many(self, notifications: Sequence[Notification]) -> set[str]:
+        if not notifications:
+            return set()
+        stmt = (
+            insert(t)
+            .values([to_row(n) | {"version": 1} for n in notifications])
+            .on_conflict_do_nothing(index_elements=[t.c.tenant_id, t.c.request_id])
+            .returning(t.c.id)
+        )
+        inserted = set((await self._conn.execute(stmt)).scalars().all())
+        for n in notifications:
+            if n.id in inserted:
+                n.version = 1
+        return inserted
+
+    async def get(self, tenant_id: str, notification_id: str) -> Notification:
+        row = (
+            (
+                await self._conn.execute(
+                    sa.select(t).where(t.c.id == notification_id, t.c.tenant_id == tenant_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound("notification", notification_id)
+        return from_row(row)
+
+    async def get_for_delivery(self, notification_id: str) -> Notification | None:
+        row = (
+            (await self._conn.execute(sa.select(t).where(t.c.id == notification_id)))
+            .mappings()
+            .first()
+        )
+        return from_row(row) if row is not None else None
+
+    async def get_by_request_id(self, tenant_id: str, request_id: str) -> Notification | None:
+        row = (
+            (
+                await self._conn.execute(
+                    sa.select(t).where(t.c.tenant_id == tenant_id, t.c.request_id == request_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return from_row(row) if row is not None else None
+
+    async def get_many(self, tenant_id: str, ids: Sequence[str]) -> list[Notification]:
+        if not ids:
+            return []
+        rows = (
+            (
+                await self._conn.execute(
+                    sa.select(t)
+                    .where(t.c.tenant_id == tenant_id, t.c.id.in_(list(ids)))
+                    .order_by(t.c.id)
+                    .with_for_update()
+                )
+            )
+            .mappings()
+            .all()
+        )
+        return [from_row(r) for r in rows]
+
+    async def save(self, notification: Notification) -> None:
+        values = to_row(notification)
+        for key in ("id", "tenant_id", "request_id", "created_at"):
+            values.pop(key)
+        stmt = (
+            sa.update(t)
+            .where(t.c.id == notification.id, t.c.version == notification.version)
+            .values(**values, version=t.c.version + 1)
+        )
+        result = await self._conn.execute(stmt)
+        if result.rowcount != 1:
+            raise ConcurrentUpdate("notification", notification.id)
+        notification.version += 1
+
+    async def count_unread(self, tenant_id: str, user_id: str) -> int:
+        stmt = sa.select(sa.func.count()).where(
+            t.c.tenant_id == tenant_id,
+            t.c.user_id == user_id,
+            t.c.channel == Channel.IN_APP.value,
+            t.c.status == Status.DELIVERED.value,
+        )
+        return int((await self._conn.execute(stmt)).scalar_one())
+
+    async def due_without_lease(self, before: datetime, limit: int) -> list[Notification]:
+        stmt = (
+            sa.select(t)
+            .where(
+                t.c.status.in_([Status.QUEUED.value, Status.SENDING.value]),
+                t.c.due_at <= before,
+            )
+            .order_by(t.c.due_at)
+            .limit(limit)
+        )
+        rows = (await self._conn.execute(stmt)).mappings().all()
+        return [from_row(r) for r in rows]

@@ -1,0 +1,129 @@
+"""Translation between the Notification aggregate and its row in ``notifications``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+
+from domain.notification import (
+    Address,
+    AttemptOutcome,
+    Channel,
+    Content,
+    DeliveryAttempt,
+    ErrorClass,
+    Notification,
+    Priority,
+    Status,
+    StatusChange,
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def history_to_json(history: list[StatusChange]) -> list[dict[str, Any]]:
+    return [{"s": c.status.value, "at": c.at.isoformat(), "r": c.reason} for c in history]
+
+
+def attempts_to_json(attempts: list[DeliveryAttempt]) -> list[dict[str, Any]]:
+    return [
+        {
+            "n": a.number,
+            "start": a.started_at.isoformat(),
+            "end": _iso(a.finished_at),
+            "provider": a.provider,
+            "outcome": a.outcome.value,
+            "error_class": a.error_class.value,
+            "error": a.error_message,
+            "provider_message_id": a.provider_message_id,
+        }
+        for a in attempts
+    ]
+
+
+def to_row(n: Notification) -> dict[str, Any]:
+    """Every column but ``version`` (the repository manages it)."""
+    return {
+        "id": n.id,
+        "tenant_id": n.tenant_id,
+        "caller_service": n.caller,
+        "request_id": n.request_id,
+        "request_fingerprint": n.request_fingerprint,
+        "bulk_job_id": n.bulk_job_id,
+        "user_id": n.user_id,
+        "channel": n.channel.value,
+        "priority": int(n.priority),
+        "category": n.category,
+        "title": n.content.title,
+        "body": n.content.body,
+        "address_kind": n.address.kind if n.address else None,
+        "address_value": n.address.value if n.address else None,
+        "template_name": n.template_name,
+        "template_version": n.template_version,
+        "locale": n.locale,
+        "status": n.status.value,
+        "status_reason": n.status_reason,
+        "created_at": n.created_at,
+        "updated_at": n.updated_at,
+        "due_at": n.due_at,
+        "scheduled_at": n.scheduled_at,
+        "expires_at": n.expires_at,
+        "metadata": dict(n.metadata),
+        "history": history_to_json(n.history),
+        "attempts": attempts_to_json(n.attempts),
+    }
+
+
+def from_row(row: RowMapping) -> Notification:
+    address = Address(row["address_kind"], row["address_value"]) if row["address_kind"] else None
+    return Notification(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        caller=row["caller_service"],
+        request_id=row["request_id"],
+        request_fingerprint=row["request_fingerprint"],
+        bulk_job_id=row["bulk_job_id"],
+        user_id=row["user_id"],
+        channel=Channel(row["channel"]),
+        priority=Priority(row["priority"]),
+        category=row["category"],
+        content=Content(row["title"], row["body"]),
+        address=address,
+        status=Status(row["status"]),
+        status_reason=row["status_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        due_at=row["due_at"],
+        scheduled_at=row["scheduled_at"],
+        expires_at=row["expires_at"],
+        metadata=dict(row["metadata"]),
+        template_name=row["template_name"],
+        template_version=row["template_version"],
+        locale=row["locale"],
+        history=[
+            StatusChange(Status(h["s"]), datetime.fromisoformat(h["at"]), h["r"])
+            for h in row["history"]
+        ],
+        attempts=[
+            DeliveryAttempt(
+                number=a["n"],
+                started_at=datetime.fromisoformat(a["start"]),
+                finished_at=_dt(a["end"]),
+                provider=a["provider"],
+                outcome=AttemptOutcome(a["outcome"]),
+                error_class=ErrorClass(a["error_class"]),
+                error_message=a["error"],
+                provider_message_id=a["provider_message_id"],
+            )
+            for a in row["attempts"]
+        ],
+        version=row["version"],
+    )

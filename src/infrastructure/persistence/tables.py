@@ -1,0 +1,110 @@
+"""The schema as SQLAlchemy Core tables. Alembic migrations create it; a test checks they agree."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = sa.DateTime(timezone=True)
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("webhook_secret", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, sa.ForeignKey("tenants.tenant_id"), nullable=False),
+    sa.Column("service", sa.Text, nullable=False),
+    # sha256 of the key: keys are 256-bit random, so a fast hash is enough (no brute force).
+    sa.Column("key_hash", sa.LargeBinary, nullable=False, unique=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("revoked_at", TS, nullable=True),
+)
+
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("locale", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+bulk_jobs = sa.Table(
+    "bulk_jobs",
+    metadata,
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("caller_service", sa.Text, nullable=False),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("request_fingerprint", sa.Text, nullable=False),
+    sa.Column("recipient_count", sa.Integer, nullable=False),
+    sa.Column("accepted_count", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("tenant_id", "request_id"),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("caller_service", sa.Text, nullable=False),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("request_fingerprint", sa.Text, nullable=False),
+    sa.Column("bulk_job_id", sa.Text, nullable=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("address_kind", sa.Text, nullable=True),
+    sa.Column("address_value", sa.Text, nullable=True),
+    sa.Column("template_name", sa.Text, nullable=False),
+    sa.Column("template_version", sa.Integer, nullable=False),
+    sa.Column("locale", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("status_reason", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("due_at", TS, nullable=False),
+    sa.Column("scheduled_at", TS, nullable=True),
+    sa.Column("expires_at", TS, nullable=True),
+    sa.Column("metadata", JSONB, nullable=False),
+    # History and attempts live on the row: every transition is then one single-row write.
+    sa.Column("history", JSONB, nullable=False),
+    sa.Column("attempts", JSONB, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.UniqueConstraint("tenant_id", "request_id"),
+    sa.Index("ix_notifications_tenant_user_created", "tenant_id", "user_id", "created_at"),
+    sa.Index(
+        "ix_notifications_unread",
+        "tenant_id",
+        "user_id",
+        postgresql_where=sa.text("channel = 'IN_APP' AND status = 'DELIVERED'"),
+    ),
+    sa.Index(
+        "ix_notifications_in_flight_due",
+        "due_at",
+        postgresql_where=sa.text("status IN ('QUEUED', 'SENDING')"),
+    ),
+)

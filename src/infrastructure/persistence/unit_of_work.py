@@ -1,0 +1,91 @@
+"""The SQL unit of work: one transaction on one connection, rolled back unless committed."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from application.errors import Unavailable
+from infrastructure.persistence.directory_repositories import (
+    SqlApiKeyRepository,
+    SqlBulkJobRepository,
+    SqlTemplateRepository,
+    SqlTenantRepository,
+)
+from infrastructure.persistence.notification_repository import SqlNotificationRepository
+
+# Errors that mean "the database could not be reached or dropped us", not "the SQL was wrong".
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _UNAVAILABLE)
+
+
+class SqlUnitOfWork:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._transaction: AsyncTransaction | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._connection = await self._engine.connect()
+            self._transaction = await self._connection.begin()
+        except Exception as error:
+            await self._close()
+            if is_unavailable(error):
+                raise Unavailable("postgres", str(error).splitlines()[0]) from error
+            raise
+        self.notifications = SqlNotificationRepository(self._connection)
+        self.api_keys = SqlApiKeyRepository(self._connection)
+        self.tenants = SqlTenantRepository(self._connection)
+        self.templates = SqlTemplateRepository(self._connection)
+        self.bulk_jobs = SqlBulkJobRepository(self._connection)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._transaction is not None and self._transaction.is_active:
+                await self._transaction.rollback()
+        except Exception:
+            pass
+        finally:
+            await self._close()
+        if exc is not None and is_unavailable(exc):
+            raise Unavailable("postgres", str(exc).splitlines()[0]) from exc
+
+    async def commit(self) -> None:
+        assert self._transaction is not None, "commit outside the unit of work"
+        try:
+            await self._transaction.commit()
+        except Exception as error:
+            if is_unavailable(error):
+                raise Unavailable("postgres", str(error).splitlines()[0]) from error
+            raise
+
+    async def _close(self) -> None:
+        if self._connection is not None:
+            try:
+                await self._connection.close()
+            finally:
+                self._connection = None
+                self._transaction = None
+
+
+class SqlUnitOfWorkFactory:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    def __call__(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._engine)

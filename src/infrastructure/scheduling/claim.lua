@@ -1,0 +1,74 @@
+-- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token (order fixed by redis_scheduler.py)
+-- ARGV: now_ms, limit, deadline_ms, aged_before_ms, promote_max
+-- Returns a flat array: id, priority, token, deadline_ms for each claimed item.
+-- Times arrive as decimal strings and are handed back to Redis untouched, so no large number is
+-- ever formatted by Lua (whose tostring keeps only 14 significant digits).
+local now = ARGV[1]
+local limit = tonumber(ARGV[2])
+local deadline = ARGV[3]
+local aged_before = ARGV[4]
+local promote_max = tonumber(ARGV[5])
+
+-- A missing or corrupt priority must not lose the item: Postgres holds the truth and the
+-- status compare-and-set protects delivery, so serving it as LOW is the safe degradation.
+local function prio_of(id)
+  local p = tonumber(redis.call('HGET', KEYS[7], id))
+  if p == nil or p < 1 or p > 4 then
+    return 1
+  end
+  return p
+end
+
+-- The ready score stays the due time, so an item promoted late still counts as having waited
+-- since it became due (FIFO and the starvation guard both rely on that).
+local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES', 'LIMIT', 0, promote_max)
+for i = 1, #due, 2 do
+  local id = due[i]
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZADD', KEYS[prio_of(id)], due[i + 1], id)
+end
+
+local taken = {}
+if limit > 0 then
+  -- Starvation guard: anything that has waited longer than the threshold goes first, oldest
+  -- first across priorities, so LOW keeps moving under sustained HIGH load.
+  local aged = {}
+  for p = 1, 4 do
+    local r = redis.call('ZRANGEBYSCORE', KEYS[p], '-inf', '(' .. aged_before,
+      'WITHSCORES', 'LIMIT', 0, limit)
+    for i = 1, #r, 2 do
+      aged[#aged + 1] = { r[i], p, tonumber(r[i + 1]) }
+    end
+  end
+  table.sort(aged, function(a, b)
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    if a[2] ~= b[2] then return a[2] > b[2] end
+    return a[1] < b[1]
+  end)
+  for i = 1, math.min(limit, #aged) do
+    redis.call('ZREM', KEYS[aged[i][2]], aged[i][1])
+    taken[#taken + 1] = { aged[i][1], aged[i][2] }
+  end
+
+  for p = 4, 1, -1 do
+    local room = limit - #taken
+    if room <= 0 then break end
+    local r = redis.call('ZPOPMIN', KEYS[p], room)
+    for i = 1, #r, 2 do
+      taken[#taken + 1] = { r[i], p }
+    end
+  end
+end
+
+local out = {}
+for i = 1, #taken do
+  local id, p = taken[i][1], taken[i][2]
+  local token = redis.call('INCR', KEYS[8])
+  redis.call('ZADD', KEYS[6], deadline, id)
+  redis.call('HSET', KEYS[9], id, token)
+  out[#out + 1] = id
+  out[#out + 1] = p
+  out[#out + 1] = token
+  out[#out + 1] = deadline
+end
+return out

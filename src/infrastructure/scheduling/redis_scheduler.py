@@ -1,0 +1,199 @@
+"""The ``Scheduler`` port on Redis sorted sets, every mutation in one Lua script.
+
+Key layout (``ns`` = namespace; the ``{ns}`` hash tag keeps every key on one Cluster slot, which
+multi-key Lua scripts require):
+
+- ``{ns}:ready:<1..4>``  sorted set per priority value, score = due time in ms (FIFO inside)
+- ``{ns}:delayed``       sorted set, score = due time in ms
+- ``{ns}:leased``        sorted set, score = lease deadline in ms
+- ``{ns}:prio``          hash id -> priority value
+- ``{ns}:fence``         counter; one INCR per claimed item gives the fencing token
+- ``{ns}:lease_token``   hash id -> token of the current lease
+
+An id is in at most one of ready/delayed/leased. Times always come from the caller's ``now``,
+never from Redis or the local clock, so that tests and every worker agree on one clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from application.errors import Unavailable
+from application.ports.scheduler import Claim, QueueItem
+from domain.notification import Priority
+
+# Bounds the work one claim does when a large backlog of scheduled sends falls due at once;
+# the rest is promoted by the following claims.
+PROMOTE_PER_CLAIM: Final = 1000
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+_PRIORITIES_LOW_TO_HIGH: Final = tuple(sorted(Priority))
+
+
+def _to_ms(moment: datetime) -> int:
+    # A naive datetime would be read as local time by .timestamp(), silently shifting schedules.
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"timezone-aware datetime required, got naive {moment!r}")
+    # Integer timedelta division: float timestamps would round some millisecond values.
+    return (moment - _EPOCH) // _MS
+
+
+def _from_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
+def _duration_ms(duration: timedelta, what: str) -> int:
+    ms = duration // _MS
+    if ms <= 0:
+        raise ValueError(f"{what} must be at least 1 ms, got {duration!r}")
+    return ms
+
+
+def _text(value: bytes | str) -> str:
+    # The client may or may not have decode_responses set; accept both.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@functools.cache
+def _script_source(name: str) -> str:
+    return importlib.resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+class RedisScheduler:
+    """Priority delivery queue with leases and fencing tokens, see the module docstring."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        namespace: str = "notifyd",
+        starvation_after: timedelta = timedelta(seconds=30),
+    ) -> None:
+        if not namespace or "{" in namespace or "}" in namespace:
+            # Braces would change the hash tag and scatter the keys over Cluster slots.
+            raise ValueError(f"namespace must be non-empty and brace-free, got {namespace!r}")
+        self._client = client
+        self._namespace = namespace
+        self._starvation_ms = _duration_ms(starvation_after, "starvation_after")
+        prefix = f"{{{namespace}}}"
+        self._ready_keys: dict[Priority, str] = {
+            p: f"{prefix}:ready:{p.value}" for p in _PRIORITIES_LOW_TO_HIGH
+        }
+        # Every script receives the same KEYS in this order; the Lua files index into it.
+        self._keys: tuple[str, ...] = (
+            *(self._ready_keys[p] for p in _PRIORITIES_LOW_TO_HIGH),
+            f"{prefix}:delayed",
+            f"{prefix}:leased",
+            f"{prefix}:prio",
+            f"{prefix}:fence",
+            f"{prefix}:lease_token",
+        )
+        # register_script's Script runs EVALSHA and reloads on NOSCRIPT, so a Redis restart or
+        # SCRIPT FLUSH costs one extra round-trip instead of an error.
+        self._enqueue = self._script("enqueue.lua")
+        self._claim = self._script("claim.lua")
+        self._ack = self._script("ack.lua")
+        self._retry_at = self._script("retry_at.lua")
+        self._extend = self._script("extend.lua")
+        self._remove = self._script("remove.lua")
+        self._recover = self._script("recover.lua")
+        self._depth = self._script("depth.lua")
+        self._contains = self._script("contains.lua")
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """All keys this scheduler touches (ready 1..4, delayed, leased, prio, fence, tokens)."""
+        return self._keys
+
+    def _script(self, name: str) -> AsyncScript:
+        return self._client.register_script(_script_source(name))
+
+    async def _run(self, script: AsyncScript, *args: str | int) -> Any:
+        try:
+            return await script(keys=self._keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            # Callers see "the queue is unavailable", which the edge maps to UNAVAILABLE.
+            raise Unavailable("redis", str(error)) from error
+
+    async def enqueue(self, items: Sequence[QueueItem], now: datetime) -> None:
+        now_ms = _to_ms(now)
+        if not items:
+            return
+        args: list[str | int] = [now_ms]
+        for item in items:
+            args += [item.notification_id, Priority(item.priority).value, _to_ms(item.due_at)]
+        await self._run(self._enqueue, *args)
+
+    async def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Claim]:
+        now_ms = _to_ms(now)
+        lease_ms = _duration_ms(lease, "lease")
+        if limit <= 0:
+            return []
+        raw = await self._run(
+            self._claim,
+            now_ms,
+            limit,
+            now_ms + lease_ms,
+            now_ms - self._starvation_ms,
+            PROMOTE_PER_CLAIM,
+        )
+        return [
+            Claim(
+                notification_id=_text(raw[i]),
+                priority=Priority(int(raw[i + 1])),
+                token=int(raw[i + 2]),
+                lease_deadline=_from_ms(int(raw[i + 3])),
+            )
+            for i in range(0, len(raw), 4)
+        ]
+
+    async def ack(self, claim: Claim) -> bool:
+        return bool(await self._run(self._ack, claim.notification_id, claim.token))
+
+    async def retry_at(self, claim: Claim, due_at: datetime, now: datetime) -> bool:
+        result = await self._run(
+            self._retry_at,
+            claim.notification_id,
+            claim.token,
+            _to_ms(now),
+            _to_ms(due_at),
+            Priority(claim.priority).value,
+        )
+        return bool(result)
+
+    async def extend(self, claim: Claim, now: datetime, lease: timedelta) -> bool:
+        deadline_ms = _to_ms(now) + _duration_ms(lease, "lease")
+        return bool(await self._run(self._extend, claim.notification_id, claim.token, deadline_ms))
+
+    async def remove(self, notification_id: str) -> None:
+        await self._run(self._remove, notification_id)
+
+    async def recover_expired_leases(self, now: datetime, limit: int) -> int:
+        now_ms = _to_ms(now)
+        if limit <= 0:
+            return 0
+        return int(await self._run(self._recover, now_ms, limit))
+
+    async def depth(self) -> dict[str, int]:
+        """Ready counts per priority name, plus "delayed" and "leased"; one atomic snapshot."""
+        counts = [int(c) for c in await self._run(self._depth)]
+        names = [p.name for p in _PRIORITIES_LOW_TO_HIGH] + ["delayed", "leased"]
+        return dict(zip(names, counts, strict=True))
+
+    async def contains(self, notification_id: str) -> bool:
+        """Whether the id is ready, delayed or leased."""
+        return bool(await self._run(self._contains, notification_id))

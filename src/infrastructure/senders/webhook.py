@@ -1,0 +1,263 @@
+"""The WEBHOOK channel: a signed JSON POST to a tenant's URL, per Standard Webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+import httpx
+
+from application.ports.sender import DeliveryFailed
+from domain.notification import Channel, DeliveryResult, ErrorClass, Notification
+from infrastructure.senders.ssrf import HostUnresolvable, IPAddress, SsrfGuard, SsrfRefused
+from infrastructure.senders.standard_webhooks import webhook_headers
+
+# Receivers that name the message they stored; the first one present becomes the attempt's
+# provider message id.
+_MESSAGE_ID_HEADERS = ("webhook-message-id", "x-request-id")
+_MAX_MESSAGE_ID_CHARS = 256
+# Only a little of an error response is read: enough to explain a rejection, never a large body.
+_SNIPPET_BYTES = 512
+_SNIPPET_WAIT_SECONDS = 1.0
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+# 421 means "not on this connection": the next attempt opens a new one, so it is worth a retry.
+_MISDIRECTED = 421
+
+
+class WebhookSecrets(Protocol):
+    async def secret_for(self, tenant_id: str) -> str:
+        """The tenant's Standard Webhooks signing secret, ``whsec_<base64>``."""
+        ...
+
+
+def webhook_body(notification: Notification) -> bytes:
+    """The JSON payload. Built only from stored fields, so every retry sends the same bytes and
+    the signature a receiver saw on a failed attempt describes the same content."""
+    n = notification
+    payload = {
+        "type": n.category,
+        "timestamp": _iso(n.created_at),
+        "data": {
+            "id": n.id,
+            "user_id": n.user_id,
+            "channel": Channel.WEBHOOK.value,
+            "priority": n.priority.name,
+            "category": n.category,
+            "title": n.content.title,
+            "body": n.content.body,
+            "metadata": dict(n.metadata),
+            "created_at": _iso(n.created_at),
+        },
+    }
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """A Retry-After header (delay seconds or an HTTP-date) as a delay; None when absent or
+    unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return max(at - now, timedelta(0))
+
+
+class WebhookSender:
+    channel = Channel.WEBHOOK
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        secrets: WebhookSecrets,
+        guard: SsrfGuard,
+        *,
+        timeout: float = 10.0,
+        provider_name: str = "webhook",
+    ) -> None:
+        self._client = client
+        self._secrets = secrets
+        self._guard = guard
+        self._timeout = timeout
+        self._provider = provider_name
+
+    async def send(self, notification: Notification) -> DeliveryResult:
+        address = notification.address
+        if address is None or address.kind != "webhook_url":
+            raise self._failed(ErrorClass.PERMANENT, "the notification has no webhook_url address")
+        try:
+            url = httpx.URL(address.value)
+        except httpx.InvalidURL as exc:
+            raise self._failed(ErrorClass.PERMANENT, f"invalid webhook URL: {exc}") from exc
+        body = webhook_body(notification)
+        secret = await self._secrets.secret_for(notification.tenant_id)
+        try:
+            # The id is the notification's, so a receiver that got an attempt whose response was
+            # lost can recognise the retry as a duplicate.
+            signed = webhook_headers(notification.id, int(time.time()), body, secret)
+        except ValueError as exc:
+            raise self._failed(
+                ErrorClass.PERMANENT,
+                f"signing secret of tenant {notification.tenant_id} is unusable: {exc}",
+            ) from exc
+        headers = {"content-type": "application/json", **signed}
+
+        try:
+            # One deadline over resolution, connection and the response headers: the per-phase
+            # httpx timeouts alone would let a server that trickles bytes hold the worker.
+            async with asyncio.timeout(self._timeout):
+                addresses = await self._guard.resolve(url.raw_host.decode("ascii"), _port(url))
+                response = await self._post(url, addresses, headers, body)
+        except SsrfRefused as exc:
+            raise self._failed(ErrorClass.PERMANENT, str(exc)) from exc
+        except HostUnresolvable as exc:
+            # DNS failures are often passing; a name that stays unresolvable runs out of attempts.
+            raise self._failed(ErrorClass.TRANSIENT, str(exc)) from exc
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            # A timeout after the request went out may hide an acceptance. Retrying the same URL
+            # with the same webhook-id is the safe choice: the receiver can drop the duplicate.
+            raise self._failed(
+                ErrorClass.TRANSIENT, f"no response from {_origin(url)} within {self._timeout}s"
+            ) from exc
+        except httpx.TransportError as exc:
+            reason = str(exc) or "connection failed"
+            raise self._failed(
+                ErrorClass.TRANSIENT, f"{type(exc).__name__} talking to {_origin(url)}: {reason}"
+            ) from exc
+
+        try:
+            return await self._outcome(response)
+        finally:
+            await response.aclose()
+
+    async def _post(
+        self, url: httpx.URL, addresses: list[IPAddress], headers: dict[str, str], body: bytes
+    ) -> httpx.Response:
+        """POST to the checked addresses themselves, never to the name, which could resolve
+        differently a moment later (DNS rebinding)."""
+        host = url.raw_host.decode("ascii")
+        # Host keeps the name (virtual hosting); SNI keeps it too, and certificate verification
+        # checks the certificate against it rather than against the IP.
+        headers = {**headers, "host": url.netloc.decode("ascii")}
+        extensions: dict[str, object] = {"timeout": httpx.Timeout(self._timeout).as_dict()}
+        if url.scheme == "https" and not _is_ip_literal(host):
+            extensions["sni_hostname"] = host
+            # The pool keys connections by IP, not by name: a kept-alive TLS connection verified
+            # for one name could otherwise carry a request for another name on the same IP.
+            headers["connection"] = "close"
+
+        def request_to(address: IPAddress) -> httpx.Request:
+            # A request built here rather than by the client takes none of the client's default
+            # headers, cookies or auth, which must not leak from one tenant's receiver to another.
+            return httpx.Request(
+                "POST",
+                url.copy_with(host=str(address)),
+                headers=headers,
+                content=body,
+                extensions=extensions,
+            )
+
+        for address in addresses[:-1]:
+            try:
+                return await self._client.send(
+                    request_to(address), stream=True, follow_redirects=False, auth=None
+                )
+            except httpx.ConnectError:
+                # Nothing was sent; the next checked address is just as valid a target.
+                continue
+        return await self._client.send(
+            request_to(addresses[-1]), stream=True, follow_redirects=False, auth=None
+        )
+
+    async def _outcome(self, response: httpx.Response) -> DeliveryResult:
+        status = response.status_code
+        if 200 <= status < 300:
+            return DeliveryResult(
+                provider=self._provider, provider_message_id=_message_id(response)
+            )
+        if 300 <= status < 400:
+            # Following would send the signed payload to a target the guard never checked.
+            location = response.headers.get("location", "(no Location header)")
+            raise self._failed(
+                ErrorClass.PERMANENT,
+                f"HTTP {status} redirect to {location}; redirects are not followed",
+            )
+        detail = await _snippet(response)
+        if status == 410:
+            raise self._failed(
+                ErrorClass.PERMANENT,
+                f"HTTP 410 Gone: the webhook endpoint no longer exists{detail}",
+            )
+        if status in _TRANSIENT_STATUSES or status == _MISDIRECTED or status >= 500:
+            raise self._failed(
+                ErrorClass.TRANSIENT,
+                f"HTTP {status}{detail}",
+                retry_after=parse_retry_after(
+                    response.headers.get("retry-after"), datetime.now(UTC)
+                ),
+            )
+        raise self._failed(ErrorClass.PERMANENT, f"HTTP {status}{detail}")
+
+    def _failed(
+        self, error_class: ErrorClass, message: str, *, retry_after: timedelta | None = None
+    ) -> DeliveryFailed:
+        return DeliveryFailed(
+            error_class, message, provider=self._provider, retry_after=retry_after
+        )
+
+
+async def _snippet(response: httpx.Response) -> str:
+    """The start of an error response's body, as ``": <text>"``; empty when there is none or it
+    does not arrive promptly (the status alone already decides the outcome)."""
+    data = b""
+    try:
+        async with asyncio.timeout(_SNIPPET_WAIT_SECONDS):
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) >= _SNIPPET_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    text = " ".join(data[:_SNIPPET_BYTES].decode("utf-8", "replace").split())
+    return f": {text[:200]}" if text else ""
+
+
+def _message_id(response: httpx.Response) -> str:
+    for name in _MESSAGE_ID_HEADERS:
+        value = str(response.headers.get(name, "")).strip()
+        if value:
+            return value[:_MAX_MESSAGE_ID_CHARS]
+    return ""
+
+
+def _iso(at: datetime) -> str:
+    # Stored times are UTC; a naive one is taken as UTC rather than as the host's local time.
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

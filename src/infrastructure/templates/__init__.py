@@ -1,0 +1,3 @@
+from infrastructure.templates.jinja_renderer import JinjaTemplateRenderer
+
+__all__ = ["JinjaTemplateRenderer"]

@@ -1,0 +1,1 @@
+"""The notifyd command."""

@@ -1,0 +1,252 @@
+"""`notifyd`: dev (everything embedded), serve, worker, migrate, keys, templates."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from infrastructure.config import ConfigError, Settings
+from interfaces.container import Container, close_clients
+
+log = logging.getLogger("notifyd")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: Settings) -> AsyncIterator[Container]:
+    container = Container(settings=settings)
+    try:
+        yield container
+    finally:
+        await close_clients(container)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(container: Container, stop: asyncio.Event, *, api: bool, worker: bool) -> None:
+    settings: Settings = container.settings()
+    tasks: list[asyncio.Task[None]] = []
+    server = None
+    if api:
+        server = container.api_server()
+        await server.start()
+        _say(f"notifyd API listening on {server.address}")
+    if worker:
+        tasks.append(
+            asyncio.create_task(container.worker().run(stop, settings.shutdown_grace_seconds))
+        )
+        _say("notifyd worker started")
+    await stop.wait()
+    log.info("shutting down")
+    if server is not None:
+        await server.stop(settings.shutdown_grace_seconds)
+    await asyncio.gather(*tasks)
+
+
+async def cmd_serve(settings: Settings, api: bool, worker: bool) -> None:
+    settings.require_servers()
+    stop = _stop_event()
+    async with _running(settings) as container:
+        await _serve(container, stop, api=api, worker=worker)
+
+
+async def cmd_migrate(settings: Settings) -> None:
+    from infrastructure.persistence.engine import sqlalchemy_url
+    from infrastructure.persistence.migrations_runner import upgrade_to_head
+
+    if not settings.database_url:
+        raise ConfigError("set NOTIFYD_DATABASE_URL")
+    await asyncio.to_thread(upgrade_to_head, sqlalchemy_url(settings.database_url))
+    _say("database is at the latest migration")
+
+
+async def cmd_keys_create(settings: Settings, tenant: str, service: str) -> None:
+    settings.require_servers()
+    async with _running(settings) as container:
+        issued = await container.create_api_key().execute(tenant, service)
+    _say(f"api key:        {issued.key}")
+    _say(f"tenant:         {issued.tenant_id}")
+    _say(f"service:        {issued.service}")
+    _say(f"webhook secret: {issued.webhook_secret}")
+    _say("The key is shown once; notifyd stores only its hash.")
+
+
+async def cmd_templates_put(settings: Settings, args: argparse.Namespace) -> None:
+    settings.require_servers()
+    async with _running(settings) as container:
+        stored = await container.put_template().execute(
+            args.tenant, args.name, args.title, args.body, args.locale
+        )
+    _say(f"template {stored.name} version {stored.version} ({stored.locale or 'default'}) stored")
+
+
+DEV_TENANT = "dev"
+DEV_SERVICE = "dev"
+
+
+async def cmd_dev(settings: Settings, data_dir: Path) -> None:
+    from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+    from infrastructure.persistence.migrations_runner import upgrade_to_head
+
+    # Runs before the server starts, so blocking file calls here stall nothing.
+    data_dir = data_dir.resolve()  # noqa: ASYNC240
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stop = _stop_event()
+    postgres = await asyncio.to_thread(EmbeddedPostgres(data_dir / "postgres").start)
+    redis_server = await asyncio.to_thread(EmbeddedRedis(data_dir / "redis", persistent=True).start)
+    try:
+        await asyncio.to_thread(upgrade_to_head, postgres.sqlalchemy_url())
+        dev = Settings.from_env(
+            database_url=postgres.sqlalchemy_url(),
+            redis_url=redis_server.url,
+            listen=os.environ.get("NOTIFYD_LISTEN", "127.0.0.1:50051"),
+            allow_private_targets=True,
+        )
+        async with _running(dev) as container:
+            key = os.environ.get("NOTIFYD_DEV_API_KEY") or _dev_key(data_dir)
+            issued = await container.create_api_key().execute(DEV_TENANT, DEV_SERVICE, key)
+            await _seed_templates(container)
+            _say(f"postgres: {postgres.uri()}")
+            _say(f"redis:    {redis_server.url}")
+            _say(f"dev API key:        {issued.key}")
+            _say(f"dev webhook secret: {issued.webhook_secret}")
+            await _serve(container, stop, api=True, worker=True)
+    finally:
+        redis_server.stop()
+        postgres.stop()
+
+
+def _dev_key(data_dir: Path) -> str:
+    import secrets
+
+    path = data_dir / "dev-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = "nfy_dev_" + secrets.token_urlsafe(24)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+async def _seed_templates(container: Container) -> None:
+    async with container.uow()() as uow:
+        if await uow.templates.latest(DEV_TENANT, "welcome"):
+            return
+    put = container.put_template()
+    await put.execute(
+        DEV_TENANT, "welcome", "Welcome, {{ name }}!", "Hello {{ name }}, glad you are here."
+    )
+    await put.execute(
+        DEV_TENANT,
+        "welcome",
+        "Willkommen, {{ name }}!",
+        "Hallo {{ name }}, schön, dass du da bist.",
+        "de",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifyd", description="Multi-channel notification service"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="run everything with embedded Postgres and Redis")
+    dev.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("NOTIFYD_DATA_DIR", "var"))
+    )
+    for name, text in (
+        ("serve", "run the gRPC API"),
+        ("worker", "run a delivery worker"),
+        ("run", "run the API and a worker in one process"),
+    ):
+        p = sub.add_parser(name, help=text)
+        if name != "worker":
+            p.add_argument("--listen", help="host:port (default NOTIFYD_LISTEN or 0.0.0.0:50051)")
+    sub.add_parser("migrate", help="apply database migrations")
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="issue an API key for a tenant's calling service")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--service", required=True)
+    templates = sub.add_parser("templates", help="templates").add_subparsers(
+        dest="templates_command", required=True
+    )
+    put = templates.add_parser("put", help="store a new version of a template")
+    put.add_argument("--tenant", required=True)
+    put.add_argument("--name", required=True)
+    put.add_argument("--title", required=True)
+    put.add_argument("--body", required=True)
+    put.add_argument("--locale", default="")
+    return parser
+
+
+def _dispatch(
+    args: argparse.Namespace, settings: Settings
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    if args.command == "dev":
+        return lambda: cmd_dev(settings, args.data_dir)
+    if args.command in ("serve", "worker", "run"):
+        if getattr(args, "listen", None):
+            settings = Settings.from_env(listen=args.listen)
+        api = args.command in ("serve", "run")
+        worker = args.command in ("worker", "run")
+        return lambda: cmd_serve(settings, api, worker)
+    if args.command == "migrate":
+        return lambda: cmd_migrate(settings)
+    if args.command == "keys":
+        return lambda: cmd_keys_create(settings, args.tenant, args.service)
+    return lambda: cmd_templates_put(settings, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _configure_logging(settings.log_level)
+        run = _dispatch(args, settings)
+        import uvloop
+
+        uvloop.run(run())
+    except ConfigError as error:
+        print(f"notifyd: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        from domain.errors import DomainError
+
+        if isinstance(error, DomainError):
+            print(f"notifyd: {error}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

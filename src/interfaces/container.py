@@ -1,0 +1,161 @@
+"""The composition root: every adapter and use case is built here, and nowhere at import time."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import httpx
+import redis.asyncio as aioredis
+from dependency_injector import containers, providers
+
+from application.use_cases.administration import CreateApiKey, PutTemplate
+from application.use_cases.authenticate import AuthenticateApiKey
+from application.use_cases.bulk_send import BulkSend
+from application.use_cases.deliver_notification import DeliverNotification
+from application.use_cases.inbox import GetUnreadCount, MarkAsRead
+from application.use_cases.manage_notification import CancelNotification, GetNotification
+from application.use_cases.preparation import NotificationPreparer
+from application.use_cases.reconcile_queue import ReconcileQueue
+from application.use_cases.send_notification import SendNotification
+from domain.notification import Channel, RetryPolicy
+from infrastructure.clock import SystemClock, UuidV7Generator
+from infrastructure.config import Settings
+from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
+from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from infrastructure.scheduling import RedisScheduler
+from infrastructure.senders import SsrfGuard, WebhookSender
+from infrastructure.senders.in_app import InAppSender
+from infrastructure.templates import JinjaTemplateRenderer
+from interfaces.grpc.notification_servicer import NotificationServicer
+from interfaces.grpc.server import ApiServer
+from interfaces.worker.runner import Worker
+
+# None of these clients connects when built (connections open on first use), so they are
+# plain singletons; close_clients() releases them at shutdown.
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def http_client() -> httpx.AsyncClient:
+    # Redirects are never followed: a webhook receiver answers, it does not send us elsewhere.
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+    )
+
+
+def _senders(webhook: WebhookSender, in_app: InAppSender) -> dict[Channel, object]:
+    return {Channel.WEBHOOK: webhook, Channel.IN_APP: in_app}
+
+
+def _retry_policies(settings: Settings) -> dict[Channel, RetryPolicy]:
+    policy = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_delay=timedelta(seconds=settings.retry_base_seconds),
+        max_delay=timedelta(seconds=settings.retry_max_seconds),
+    )
+    return dict.fromkeys(Channel, policy)
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+
+    clock = providers.Singleton(SystemClock)
+    ids = providers.Singleton(UuidV7Generator)
+    engine = providers.Singleton(
+        create_engine, settings.provided.database_url, settings.provided.db_pool_size
+    )
+    redis = providers.Singleton(redis_client, settings.provided.redis_url)
+    http = providers.Singleton(http_client)
+
+    uow = providers.Singleton(SqlUnitOfWorkFactory, engine)
+    scheduler = providers.Singleton(
+        RedisScheduler,
+        redis,
+        namespace=settings.provided.redis_namespace,
+        starvation_after=providers.Factory(timedelta, seconds=settings.provided.starvation_seconds),
+    )
+    renderer = providers.Singleton(JinjaTemplateRenderer, uow)
+    webhook_secrets = providers.Singleton(TenantWebhookSecrets, uow)
+    ssrf_guard = providers.Singleton(
+        SsrfGuard, allow_private=settings.provided.allow_private_targets
+    )
+    webhook_sender = providers.Singleton(
+        WebhookSender,
+        http,
+        webhook_secrets,
+        ssrf_guard,
+        timeout=settings.provided.webhook_timeout_seconds,
+    )
+    in_app_sender = providers.Singleton(InAppSender)
+    senders = providers.Singleton(_senders, webhook_sender, in_app_sender)
+    retry_policies = providers.Singleton(_retry_policies, settings)
+    preparer = providers.Singleton(
+        NotificationPreparer,
+        renderer,
+        ids,
+        providers.Callable(lambda s: frozenset(s), senders),
+    )
+
+    send_notification = providers.Singleton(SendNotification, uow, scheduler, preparer, clock)
+    bulk_send = providers.Singleton(BulkSend, uow, scheduler, preparer, clock, ids)
+    get_notification = providers.Singleton(GetNotification, uow)
+    cancel_notification = providers.Singleton(CancelNotification, uow, scheduler, clock)
+    mark_as_read = providers.Singleton(MarkAsRead, uow, clock)
+    unread_count = providers.Singleton(GetUnreadCount, uow)
+    authenticate = providers.Singleton(
+        AuthenticateApiKey, uow, ttl_seconds=settings.provided.auth_cache_seconds
+    )
+    deliver = providers.Singleton(
+        DeliverNotification,
+        uow,
+        scheduler,
+        senders,
+        retry_policies,
+        clock,
+        providers.Object(random.random),
+    )
+    reconcile = providers.Singleton(ReconcileQueue, uow, scheduler, clock)
+    create_api_key = providers.Singleton(CreateApiKey, uow, clock, ids)
+    put_template = providers.Singleton(PutTemplate, uow, renderer, clock)
+
+    servicer = providers.Singleton(
+        NotificationServicer,
+        send_notification,
+        bulk_send,
+        get_notification,
+        cancel_notification,
+        mark_as_read,
+        unread_count,
+    )
+    api_server = providers.Factory(
+        ApiServer,
+        servicer,
+        authenticate,
+        settings.provided.listen,
+        reuse_port=settings.provided.reuse_port,
+    )
+    worker = providers.Factory(
+        Worker,
+        scheduler,
+        deliver,
+        reconcile,
+        clock,
+        concurrency=settings.provided.worker_concurrency,
+        lease=providers.Factory(timedelta, seconds=settings.provided.lease_seconds),
+        poll_interval=settings.provided.poll_interval_seconds,
+    )
+
+
+async def close_clients(container: Container) -> None:
+    """Release what the container opened (only what was actually built)."""
+    if container.http.initialized:  # type: ignore[attr-defined]
+        await container.http().aclose()
+    if container.redis.initialized:  # type: ignore[attr-defined]
+        await container.redis().aclose()
+    if container.engine.initialized:  # type: ignore[attr-defined]
+        await container.engine().dispose()

@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers, interceptors, mapping of errors and messages."""

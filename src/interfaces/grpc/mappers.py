@@ -1,0 +1,249 @@
+"""Translation between protobuf messages and the application's commands and aggregates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from application.use_cases.bulk_send import BulkOutcome
+from application.use_cases.commands import (
+    AddressInput,
+    BulkRecipientInput,
+    BulkSendCommand,
+    SendNotificationCommand,
+    TemplateInput,
+)
+from domain.errors import Violations
+from domain.notification import (
+    AttemptOutcome,
+    Channel,
+    Content,
+    Notification,
+    Priority,
+    Status,
+)
+from interfaces.grpc.gen.notify.v1 import notification_pb2 as pb
+from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
+
+CHANNELS: dict[int, Channel] = {
+    pb.CHANNEL_EMAIL: Channel.EMAIL,
+    pb.CHANNEL_SMS: Channel.SMS,
+    pb.CHANNEL_PUSH: Channel.PUSH,
+    pb.CHANNEL_WEBHOOK: Channel.WEBHOOK,
+    pb.CHANNEL_IN_APP: Channel.IN_APP,
+}
+CHANNELS_TO_PB = {v: k for k, v in CHANNELS.items()}
+PRIORITIES: dict[int, Priority] = {
+    pb.PRIORITY_LOW: Priority.LOW,
+    pb.PRIORITY_MEDIUM: Priority.MEDIUM,
+    pb.PRIORITY_HIGH: Priority.HIGH,
+    pb.PRIORITY_CRITICAL: Priority.CRITICAL,
+}
+PRIORITIES_TO_PB = {v: k for k, v in PRIORITIES.items()}
+STATUS_TO_PB: dict[Status, int] = {
+    s: pb.NotificationStatus.Value(f"NOTIFICATION_STATUS_{s.value}") for s in Status
+}
+OUTCOME_TO_PB: dict[AttemptOutcome, int] = {
+    o: pb.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{o.value}") for o in AttemptOutcome
+}
+
+
+def _channel(value: int, v: Violations) -> Channel:
+    if value == pb.CHANNEL_UNSPECIFIED:
+        v.add("channel", "required: one of EMAIL, SMS, PUSH, WEBHOOK, IN_APP")
+    elif value not in CHANNELS:
+        v.add("channel", f"unknown channel value {value}")
+    return CHANNELS.get(value, Channel.IN_APP)
+
+
+def _priority(value: int, v: Violations) -> Priority:
+    if value == pb.PRIORITY_UNSPECIFIED:
+        return Priority.MEDIUM
+    if value not in PRIORITIES:
+        v.add("priority", f"unknown priority value {value}")
+    return PRIORITIES.get(value, Priority.MEDIUM)
+
+
+def _plain(value: Any) -> Any:
+    """Struct numbers arrive as floats; 3.0 renders as "3.0", so whole numbers become ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(x) for k, x in value.items()}
+    if isinstance(value, list):
+        return [_plain(x) for x in value]
+    return value
+
+
+def struct_to_dict(struct: Struct) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in json_format.MessageToDict(struct).items()}
+
+
+def _time(message: Any, field: str, v: Violations) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    ts: Timestamp = getattr(message, field)
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        v.add(field, f"not a valid timestamp: {error}")
+        return None
+
+
+def _address(message: Any, field: str = "address") -> AddressInput | None:
+    if not message.HasField(field):
+        return None
+    address: pb.Address = getattr(message, field)
+    kind = address.WhichOneof("kind")
+    if kind is None:
+        return AddressInput("", "")
+    return AddressInput(kind, getattr(address, kind))
+
+
+def _content(message: Any) -> Content | None:
+    return (
+        Content(message.content.title, message.content.body)
+        if message.HasField("content")
+        else None
+    )
+
+
+def _template(message: Any) -> TemplateInput | None:
+    if not message.HasField("template"):
+        return None
+    t = message.template
+    return TemplateInput(t.name, struct_to_dict(t.variables), t.locale)
+
+
+def send_command(request: svc.SendNotificationRequest) -> SendNotificationCommand:
+    v = Violations()
+    channel = _channel(request.channel, v)
+    priority = _priority(request.priority, v)
+    scheduled_at = _time(request, "schedule_time", v)
+    expires_at = _time(request, "expire_time", v)
+    address = _address(request)
+    if address is not None and not address.kind:
+        v.add("address", "set one of email, phone, device_token, webhook_url")
+    v.raise_if_any()
+    return SendNotificationCommand(
+        request_id=request.request_id,
+        user_id=request.user_id,
+        channel=channel,
+        priority=priority,
+        category=request.category,
+        content=_content(request),
+        template=_template(request),
+        address=address,
+        scheduled_at=scheduled_at,
+        expires_at=expires_at,
+        metadata=dict(request.metadata),
+    )
+
+
+def bulk_command(request: svc.BulkSendRequest) -> BulkSendCommand:
+    v = Violations()
+    channel = _channel(request.channel, v)
+    priority = _priority(request.priority, v)
+    scheduled_at = _time(request, "schedule_time", v)
+    expires_at = _time(request, "expire_time", v)
+    v.raise_if_any()
+    return BulkSendCommand(
+        request_id=request.request_id,
+        channel=channel,
+        priority=priority,
+        category=request.category,
+        content=_content(request),
+        template=_template(request),
+        scheduled_at=scheduled_at,
+        expires_at=expires_at,
+        metadata=dict(request.metadata),
+        recipients=[
+            BulkRecipientInput(
+                user_id=r.user_id,
+                address=_address(r),
+                variables=struct_to_dict(r.variables),
+                locale=r.locale,
+            )
+            for r in request.recipients
+        ],
+    )
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def notification_to_pb(n: Notification) -> pb.Notification:
+    message = pb.Notification(
+        id=n.id,
+        request_id=n.request_id,
+        user_id=n.user_id,
+        channel=CHANNELS_TO_PB[n.channel],  # type: ignore[arg-type]
+        priority=PRIORITIES_TO_PB[n.priority],  # type: ignore[arg-type]
+        category=n.category,
+        content=pb.Content(title=n.content.title, body=n.content.body),
+        template_name=n.template_name,
+        template_version=n.template_version,
+        locale=n.locale,
+        status=STATUS_TO_PB[n.status],  # type: ignore[arg-type]
+        status_reason=n.status_reason,
+        create_time=_ts(n.created_at),
+        update_time=_ts(n.updated_at),
+        schedule_time=_ts(n.scheduled_at),
+        expire_time=_ts(n.expires_at),
+        metadata=n.metadata,
+        caller_service=n.caller,
+        tenant_id=n.tenant_id,
+        bulk_job_id=n.bulk_job_id or "",
+        status_history=[
+            pb.StatusChange(status=STATUS_TO_PB[c.status], time=_ts(c.at), reason=c.reason)  # type: ignore[arg-type]
+            for c in n.history
+        ],
+        attempts=[
+            pb.DeliveryAttempt(
+                number=a.number,
+                start_time=_ts(a.started_at),
+                end_time=_ts(a.finished_at),
+                provider=a.provider,
+                outcome=OUTCOME_TO_PB[a.outcome],  # type: ignore[arg-type]
+                error_class=a.error_class.value,
+                error_message=a.error_message,
+                latency_ms=a.latency_ms or 0,
+                provider_message_id=a.provider_message_id,
+            )
+            for a in n.attempts
+        ],
+    )
+    if n.address is not None:
+        setattr(message.address, n.address.kind, n.address.value)
+    return message
+
+
+def bulk_response(outcome: BulkOutcome) -> svc.BulkSendResponse:
+    results = []
+    for r in outcome.results:
+        result = svc.BulkSendResult(index=r.index, user_id=r.user_id)
+        if r.notification is not None:
+            result.notification_id = r.notification.id
+            result.status = STATUS_TO_PB[r.notification.status]  # type: ignore[assignment]
+        elif r.refusal is not None:
+            result.refusal.CopyFrom(
+                svc.RecipientRefusal(
+                    code=r.refusal.code, field=r.refusal.field, description=r.refusal.description
+                )
+            )
+        results.append(result)
+    return svc.BulkSendResponse(
+        job_id=outcome.job.id,
+        results=results,
+        accepted_count=outcome.accepted,
+        refused_count=len(outcome.results) - outcome.accepted,
+    )

@@ -1,0 +1,65 @@
+"""The grpc.aio server: NotificationService, health, reflection, interceptors."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from application.use_cases.authenticate import AuthenticateApiKey
+from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
+from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
+from interfaces.grpc.interceptors import AuthInterceptor
+from interfaces.grpc.notification_servicer import NotificationServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = svc.DESCRIPTOR.services_by_name["NotificationService"].full_name
+
+
+class ApiServer:
+    """Owns the server's life: bind, serve (health SERVING), drain on stop (NOT_SERVING)."""
+
+    def __init__(
+        self,
+        servicer: NotificationServicer,
+        authenticate: AuthenticateApiKey,
+        listen: str,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        self._server = grpc.aio.server(
+            interceptors=[AuthInterceptor(authenticate)],
+            options=[
+                # Off by default so a second server on a taken port fails loudly instead of
+                # silently sharing it; on for several API processes behind one port.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ],
+        )
+        svc_grpc.add_NotificationServiceServicer_to_server(servicer, self._server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self.port = self._server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"could not listen on {listen}")
+        self.address = f"{listen.rsplit(':', 1)[0]}:{self.port}"
+
+    async def start(self) -> None:
+        await self._server.start()
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("notifyd API listening on %s", self.address)
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        # Tell load balancers first, then let in-flight RPCs finish within the grace period.
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)

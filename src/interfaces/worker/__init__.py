@@ -1,0 +1,1 @@
+"""The delivery worker: claims due notifications and delivers them."""

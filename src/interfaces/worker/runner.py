@@ -1,0 +1,114 @@
+"""The worker loop: claim a batch, deliver each claim concurrently, recover lost leases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import timedelta
+
+from application.errors import Unavailable
+from application.ports.clock import Clock
+from application.ports.scheduler import Claim, Scheduler
+from application.use_cases.deliver_notification import DeliverNotification
+from application.use_cases.reconcile_queue import ReconcileQueue
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        deliver: DeliverNotification,
+        reconcile: ReconcileQueue,
+        clock: Clock,
+        *,
+        concurrency: int = 64,
+        lease: timedelta = timedelta(seconds=30),
+        poll_interval: float = 0.05,
+        housekeeping_interval: float = 5.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._scheduler = scheduler
+        self._deliver = deliver
+        self._reconcile = reconcile
+        self._clock = clock
+        self._concurrency = concurrency
+        self._lease = lease
+        self._poll_interval = poll_interval
+        self._housekeeping_interval = housekeeping_interval
+        self._max_backoff = max_backoff
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+
+    async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
+        next_housekeeping = 0.0
+        backoff = self._poll_interval
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_housekeeping:
+                    await self._housekeeping()
+                    next_housekeeping = time.monotonic() + self._housekeeping_interval
+                claimed = await self._claim_batch()
+                backoff = self._poll_interval
+            except Unavailable as error:
+                # Back off (capped) instead of spinning while Postgres or Redis is down.
+                log.warning("worker paused: %s; retrying in %.1fs", error, backoff)
+                await self._sleep(stop, backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            if claimed == 0:
+                await self._sleep(stop, self._poll_interval)
+        await self._drain(grace)
+
+    async def _claim_batch(self) -> int:
+        free = self._concurrency - len(self._in_flight)
+        if free <= 0:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        claims = await self._scheduler.claim(free, self._clock.now(), self._lease)
+        for claim in claims:
+            task = asyncio.create_task(self._handle(claim))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return len(claims)
+
+    async def _handle(self, claim: Claim) -> None:
+        try:
+            await self._deliver.execute(claim)
+            self.delivered += 1
+        except Unavailable as error:
+            # The lease will lapse and the item come back: nothing is lost.
+            log.warning("delivery of %s deferred: %s", claim.notification_id, error)
+        except Exception:
+            log.exception("delivery of %s failed unexpectedly", claim.notification_id)
+
+    async def _housekeeping(self) -> None:
+        recovered = await self._scheduler.recover_expired_leases(self._clock.now(), 1000)
+        if recovered:
+            log.warning("recovered %d expired leases", recovered)
+        requeued = await self._reconcile.execute()
+        if requeued:
+            log.warning("reconciler re-enqueued %d notifications missing from Redis", requeued)
+
+    async def _drain(self, grace: float) -> None:
+        if not self._in_flight:
+            return
+        log.info(
+            "worker stopping: waiting up to %.0fs for %d deliveries", grace, len(self._in_flight)
+        )
+        _, pending = await asyncio.wait(self._in_flight, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            log.warning(
+                "%d deliveries cut off; their leases will lapse and be retried", len(pending)
+            )
+
+    @staticmethod
+    async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,584 @@
+"""WebhookSender against a real HTTP receiver on loopback that verifies Standard Webhooks
+signatures with the reference library."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from application.ports.sender import DeliveryFailed
+from domain.notification import (
+    Address,
+    Channel,
+    Content,
+    DeliveryResult,
+    ErrorClass,
+    NewNotification,
+    Notification,
+    Priority,
+)
+from infrastructure.senders import (
+    SsrfGuard,
+    WebhookSender,
+    parse_retry_after,
+    webhook_body,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+CREATED_AT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 410: "Gone", 429: "Too Many Requests"}
+
+
+@dataclass
+class Received:
+    target: str
+    headers: dict[str, str]
+    body: bytes
+    # The payload as the reference library parsed it after verifying, or why it refused.
+    verified: Any = None
+    verify_error: str = ""
+
+
+@dataclass
+class Receiver:
+    """A minimal HTTP/1.1 server: records each request, verifies its signature, answers with
+    ``status``/``headers``/``body``, or never answers when ``hang`` is set."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    hang: bool = False
+    received: list[Received] = field(default_factory=list)
+    server_names: list[str | None] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        if ssl_context is not None:
+            ssl_context.sni_callback = lambda obj, name, ctx: self.server_names.append(name)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=ssl_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = (await reader.readline()).decode("latin-1").split()
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            record = Received(target=request_line[1], headers=headers, body=body)
+            try:
+                record.verified = Webhook(SECRET).verify(body, headers)
+            except Exception as exc:
+                record.verify_error = repr(exc)
+            self.received.append(record)
+            if self.hang:
+                await self._release.wait()
+                return
+            head = [f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}"]
+            head += [f"{k}: {v}" for k, v in self.headers.items()]
+            head += [f"content-length: {len(self.body)}", "connection: close", "", ""]
+            writer.write("\r\n".join(head).encode("latin-1") + self.body)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+class StaticSecrets:
+    def __init__(self, secret: str = SECRET) -> None:
+        self.secret = secret
+        self.asked: list[str] = []
+
+    async def secret_for(self, tenant_id: str) -> str:
+        self.asked.append(tenant_id)
+        return self.secret
+
+
+def fixed_resolver(
+    table: dict[str, Sequence[str]],
+) -> Any:
+    async def resolve(host: str, port: int) -> Sequence[str]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return table[host]
+
+    return resolve
+
+
+def make_notification(url: str, id: str = "ntf_01HXYZ") -> Notification:
+    return Notification.accept(
+        NewNotification(
+            request_id="req-1",
+            user_id="user-7",
+            channel=Channel.WEBHOOK,
+            priority=Priority.HIGH,
+            category="order_shipped",
+            content=Content(title="Shipped", body="Your order is on its way ✓"),
+            address=Address.parse("webhook_url", url),
+            metadata={"order": "42", "carrier": "ups"},
+        ),
+        id=id,
+        tenant_id="tenant-a",
+        caller="svc-orders",
+        fingerprint="x",
+        now=CREATED_AT,
+    )
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    server = Receiver()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    # follow_redirects=True on purpose: the sender must refuse redirects whatever the client says.
+    async with httpx.AsyncClient(follow_redirects=True) as c:
+        yield c
+
+
+def sender(
+    client: httpx.AsyncClient,
+    *,
+    allow_private: bool = True,
+    timeout: float = 5.0,
+    resolver: Any = None,
+    secrets: StaticSecrets | None = None,
+) -> WebhookSender:
+    guard = (
+        SsrfGuard(allow_private=allow_private)
+        if resolver is None
+        else SsrfGuard(allow_private=allow_private, resolver=resolver)
+    )
+    return WebhookSender(client, secrets or StaticSecrets(), guard, timeout=timeout)
+
+
+async def failure(webhooks: WebhookSender, notification: Notification) -> DeliveryFailed:
+    with pytest.raises(DeliveryFailed) as caught:
+        await webhooks.send(notification)
+    assert caught.value.provider == "webhook"
+    return caught.value
+
+
+# -- success ----------------------------------------------------------------------------------
+
+
+async def test_delivers_a_signed_payload_that_the_reference_library_verifies(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    receiver.headers = {"webhook-message-id": "rcv-123"}
+    secrets = StaticSecrets()
+    notification = make_notification(f"http://127.0.0.1:{receiver.port}/hooks/notify?src=n")
+    before = int(time.time())
+
+    result = await sender(client, secrets=secrets).send(notification)
+
+    assert result == DeliveryResult(provider="webhook", provider_message_id="rcv-123")
+    assert secrets.asked == ["tenant-a"]
+    [got] = receiver.received
+    assert got.verify_error == ""
+    assert got.target == "/hooks/notify?src=n"
+    assert got.headers["content-type"] == "application/json"
+    assert got.headers["webhook-id"] == notification.id
+    assert before <= int(got.headers["webhook-timestamp"]) <= int(time.time())
+    assert got.verified == {
+        "type": "order_shipped",
+        "timestamp": "2026-03-04T05:06:07.890123Z",
+        "data": {
+            "id": "ntf_01HXYZ",
+            "user_id": "user-7",
+            "channel": "WEBHOOK",
+            "priority": "HIGH",
+            "category": "order_shipped",
+            "title": "Shipped",
+            "body": "Your order is on its way ✓",
+            "metadata": {"order": "42", "carrier": "ups"},
+            "created_at": "2026-03-04T05:06:07.890123Z",
+        },
+    }
+    assert got.body == webhook_body(notification)
+
+
+async def test_a_retry_sends_the_same_id_and_the_same_bytes(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    notification = make_notification(f"http://127.0.0.1:{receiver.port}/")
+    webhooks = sender(client)
+
+    await webhooks.send(notification)
+    await webhooks.send(notification)
+
+    first, second = receiver.received
+    assert first.verify_error == second.verify_error == ""
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == notification.id
+    assert first.body == second.body == webhook_body(notification)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "message_id"),
+    [
+        (202, {"x-request-id": "req-9"}, "req-9"),
+        (204, {}, ""),
+        (200, {"webhook-message-id": "a", "x-request-id": "b"}, "a"),
+    ],
+)
+async def test_any_2xx_is_accepted_with_the_receivers_message_id(
+    receiver: Receiver,
+    client: httpx.AsyncClient,
+    status: int,
+    headers: dict[str, str],
+    message_id: str,
+) -> None:
+    receiver.status, receiver.headers = status, headers
+    result = await sender(client).send(make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert result.provider_message_id == message_id
+
+
+# -- classification of refusals ---------------------------------------------------------------
+
+
+async def test_500_is_transient(receiver: Receiver, client: httpx.AsyncClient) -> None:
+    receiver.status, receiver.body = 500, b"database exploded"
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.TRANSIENT
+    assert failed.retry_after is None
+    assert "500" in failed.message
+    assert "database exploded" in failed.message
+
+
+async def test_429_is_transient_and_honours_retry_after_seconds(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    receiver.status, receiver.headers = 429, {"retry-after": "7"}
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.TRANSIENT
+    assert failed.retry_after == timedelta(seconds=7)
+
+
+async def test_503_honours_retry_after_as_an_http_date(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=120)
+    receiver.status = 503
+    receiver.headers = {"retry-after": format_datetime(at, usegmt=True)}
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.TRANSIENT
+    assert failed.retry_after is not None
+    assert timedelta(seconds=110) <= failed.retry_after <= timedelta(seconds=120)
+
+
+@pytest.mark.parametrize("status", [408, 425, 421, 502, 504])
+async def test_other_retryable_statuses_are_transient(
+    receiver: Receiver, client: httpx.AsyncClient, status: int
+) -> None:
+    receiver.status = status
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.TRANSIENT
+
+
+async def test_410_is_permanent_and_says_the_endpoint_is_gone(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    receiver.status = 410
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.PERMANENT
+    assert "gone" in failed.message.lower()
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413])
+async def test_other_4xx_is_permanent(
+    receiver: Receiver, client: httpx.AsyncClient, status: int
+) -> None:
+    receiver.status, receiver.body = status, b'{"error": "bad payload"}'
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.PERMANENT
+    assert str(status) in failed.message
+    assert "bad payload" in failed.message
+
+
+async def test_a_redirect_is_permanent_and_not_followed(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    location = f"http://127.0.0.1:{receiver.port}/elsewhere"
+    receiver.status, receiver.headers = 302, {"location": location}
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.PERMANENT
+    assert location in failed.message
+    assert [r.target for r in receiver.received] == ["/"]
+
+
+# -- transport failures -----------------------------------------------------------------------
+
+
+async def test_a_receiver_that_never_answers_is_transient_within_the_timeout(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    receiver.hang = True
+    started = time.monotonic()
+    failed = await failure(
+        sender(client, timeout=0.5), make_notification(f"http://127.0.0.1:{receiver.port}/")
+    )
+    assert failed.error_class is ErrorClass.TRANSIENT
+    assert time.monotonic() - started < 2.0
+    # The request did arrive: the retry will carry the same id so the receiver can dedupe.
+    assert len(receiver.received) == 1
+
+
+async def test_connection_refused_is_transient(client: httpx.AsyncClient) -> None:
+    port = free_port()
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{port}/"))
+    assert failed.error_class is ErrorClass.TRANSIENT
+
+
+async def test_an_unresolvable_host_is_transient(client: httpx.AsyncClient) -> None:
+    webhooks = sender(client, allow_private=False, resolver=fixed_resolver({}))
+    failed = await failure(webhooks, make_notification("https://no-such-host.example/hook"))
+    assert failed.error_class is ErrorClass.TRANSIENT
+    assert "no-such-host.example" in failed.message
+
+
+async def test_an_unusable_secret_is_permanent(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    webhooks = sender(client, secrets=StaticSecrets("whsec_***"))
+    failed = await failure(webhooks, make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.PERMANENT
+    assert receiver.received == []
+
+
+# -- SSRF guard -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:{port}/",
+        "http://localhost:{port}/",
+        "http://[::ffff:127.0.0.1]:{port}/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0:{port}/",
+    ],
+)
+async def test_the_guard_refuses_non_public_targets(
+    receiver: Receiver, client: httpx.AsyncClient, url: str
+) -> None:
+    webhooks = sender(client, allow_private=False, timeout=0.5)
+    failed = await failure(webhooks, make_notification(url.format(port=receiver.port)))
+    assert failed.error_class is ErrorClass.PERMANENT
+    assert "SSRF" in failed.message
+    assert receiver.received == []
+
+
+async def test_the_guard_refuses_a_name_when_any_of_its_addresses_is_private(
+    client: httpx.AsyncClient,
+) -> None:
+    resolver = fixed_resolver({"mixed.example": ["93.184.215.14", "192.168.1.10"]})
+    webhooks = sender(client, allow_private=False, resolver=resolver, timeout=0.5)
+    failed = await failure(webhooks, make_notification("https://mixed.example/hook"))
+    assert failed.error_class is ErrorClass.PERMANENT
+    assert "'mixed.example' resolves to 192.168.1.10" in failed.message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_allow_private_lets_local_receivers_through(
+    receiver: Receiver, client: httpx.AsyncClient, host: str
+) -> None:
+    if host == "localhost":
+        # localhost may resolve to ::1 first; the receiver listens on 127.0.0.1 only.
+        resolver = fixed_resolver({"localhost": ["127.0.0.1"]})
+        webhooks = sender(client, allow_private=True, resolver=resolver)
+    else:
+        webhooks = sender(client, allow_private=True)
+    await webhooks.send(make_notification(f"http://{host}:{receiver.port}/"))
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "::1", "192.168.0.1", "fe80::1"])
+async def test_allow_private_allows_private_addresses(address: str) -> None:
+    resolved = await SsrfGuard(allow_private=True).resolve(address, 443)
+    assert resolved == [ipaddress.ip_address(address)]
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"])
+async def test_metadata_endpoints_stay_refused_even_with_allow_private(address: str) -> None:
+    guard = SsrfGuard(allow_private=True)
+    assert guard.refusal(ipaddress.ip_address(address)) is not None
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("93.184.215.14", False),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", False),
+        ("::ffff:93.184.215.14", False),
+        ("::ffff:10.1.2.3", True),
+        ("2002:7f00:1::", True),  # 6to4 wrapping 127.0.0.1
+        ("64:ff9b::a00:1", True),  # NAT64 wrapping 10.0.0.1
+        ("224.0.0.1", True),
+        ("fc00::1", True),
+        ("240.0.0.1", True),
+    ],
+)
+def test_refusal_by_address(address: str, refused: bool) -> None:
+    reason = SsrfGuard().refusal(ipaddress.ip_address(address))
+    assert (reason is not None) is refused
+
+
+async def test_the_system_resolver_maps_localhost_to_loopback() -> None:
+    guard = SsrfGuard(allow_private=True)
+    addresses = await guard.resolve("localhost", 80)
+    assert addresses
+    assert all(a.is_loopback for a in addresses)
+
+
+# -- pinning to the checked address -----------------------------------------------------------
+
+
+async def test_connects_to_the_checked_address_and_keeps_the_name_in_host(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    # "receiver.test" exists only in this resolver: the request can only arrive if the sender
+    # connected to the address the guard returned, not to a second lookup of the name.
+    webhooks = sender(client, resolver=fixed_resolver({"receiver.test": ["127.0.0.1"]}))
+    await webhooks.send(make_notification(f"http://receiver.test:{receiver.port}/in"))
+    [got] = receiver.received
+    assert got.headers["host"] == f"receiver.test:{receiver.port}"
+    assert got.verify_error == ""
+
+
+async def test_falls_back_to_the_next_checked_address_when_one_refuses(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    # The receiver listens on 127.0.0.1 only, so 127.0.0.2 refuses the connection.
+    resolver = fixed_resolver({"receiver.test": ["127.0.0.2", "127.0.0.1"]})
+    await sender(client, resolver=resolver).send(
+        make_notification(f"http://receiver.test:{receiver.port}/")
+    )
+    assert len(receiver.received) == 1
+
+
+@dataclass
+class Tls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """A self-signed certificate for receiver.test and contexts that serve and trust it."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    directory: Path = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=receiver.test", "-addext", "subjectAltName=DNS:receiver.test"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return Tls(server=server, client=ssl.create_default_context(cafile=str(cert)))
+
+
+@pytest.fixture
+async def tls_receiver(tls: Tls) -> AsyncIterator[Receiver]:
+    server = Receiver()
+    await server.start(ssl_context=tls.server)
+    yield server
+    await server.stop()
+
+
+async def test_https_pins_the_address_and_verifies_the_certificate_for_the_name(
+    tls: Tls, tls_receiver: Receiver
+) -> None:
+    resolver = fixed_resolver({"receiver.test": ["127.0.0.1"]})
+    async with httpx.AsyncClient(verify=tls.client) as tls_client:
+        result = await sender(tls_client, resolver=resolver).send(
+            make_notification(f"https://receiver.test:{tls_receiver.port}/in")
+        )
+    assert result.provider == "webhook"
+    assert tls_receiver.server_names == ["receiver.test"]
+    [got] = tls_receiver.received
+    assert got.headers["host"] == f"receiver.test:{tls_receiver.port}"
+    # Not kept alive: the pool keys by IP, and this session was verified for one name only.
+    assert got.headers["connection"] == "close"
+    assert got.verify_error == ""
+
+
+async def test_https_rejects_a_certificate_for_another_name(
+    tls: Tls, tls_receiver: Receiver
+) -> None:
+    resolver = fixed_resolver({"impostor.test": ["127.0.0.1"]})
+    async with httpx.AsyncClient(verify=tls.client) as tls_client:
+        failed = await failure(
+            sender(tls_client, resolver=resolver),
+            make_notification(f"https://impostor.test:{tls_receiver.port}/in"),
+        )
+    assert failed.error_class is ErrorClass.TRANSIENT
+    assert tls_receiver.server_names == ["impostor.test"]
+    assert tls_receiver.received == []
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after(None, now) is None
+    assert parse_retry_after("0", now) == timedelta(0)
+    assert parse_retry_after(" 30 ", now) == timedelta(seconds=30)
+    assert parse_retry_after("Thu, 01 Jan 2026 12:01:00 GMT", now) == timedelta(minutes=1)
+    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == timedelta(0)
+    assert parse_retry_after("-5", now) is None
+    assert parse_retry_after("soon", now) is None
+
+
+def test_the_body_is_compact_sorted_json() -> None:
+    body = webhook_body(make_notification("https://example.com/hook"))
+    assert body == json.dumps(json.loads(body), separators=(",", ":"), sort_keys=True).encode(
+        "ascii"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
