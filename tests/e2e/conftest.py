@@ -1,0 +1,126 @@
+"""The real notifyd process (API + worker) on real Postgres and Redis, and its callers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+from infrastructure.persistence.migrations_runner import upgrade_to_head
+from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
+from tests.e2e.harness import E2E_DATABASE, NOTIFYD, Caller, Notifyd, WebhookReceiver
+
+
+@pytest.fixture(scope="session")
+def e2e_servers(servers_dir: Path) -> Iterator[tuple[EmbeddedPostgres, EmbeddedRedis]]:
+    # Own servers, so integration tests that truncate tables cannot disturb the running process.
+    with (
+        EmbeddedPostgres(servers_dir / "e2e-pg", database=E2E_DATABASE) as pg,
+        EmbeddedRedis(servers_dir / "e2e-redis") as redis_server,
+    ):
+        upgrade_to_head(pg.sqlalchemy_url())
+        yield pg, redis_server
+
+
+@pytest.fixture(scope="session")
+def notifyd(
+    e2e_servers: tuple[EmbeddedPostgres, EmbeddedRedis], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Notifyd]:
+    pg, redis_server = e2e_servers
+    env = {
+        **os.environ,
+        "NOTIFYD_DATABASE_URL": pg.sqlalchemy_url(),
+        "NOTIFYD_REDIS_URL": redis_server.url,
+        # The test's webhook receiver is on loopback.
+        "NOTIFYD_ALLOW_PRIVATE_TARGETS": "true",
+        "NOTIFYD_RETRY_BASE_SECONDS": "0.2",
+        "NOTIFYD_RETRY_MAX_SECONDS": "1",
+        "NOTIFYD_MAX_ATTEMPTS": "3",
+        "NOTIFYD_WEBHOOK_TIMEOUT_SECONDS": "3",
+        "NOTIFYD_POLL_INTERVAL_SECONDS": "0.02",
+    }
+    log_path = tmp_path_factory.mktemp("notifyd") / "notifyd.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [*NOTIFYD, "run", "--listen", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    address = ""
+    deadline = time.monotonic() + 30
+    assert process.stdout is not None
+    while time.monotonic() < deadline and not address:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            address = match.group(1)
+    if not address:
+        process.kill()
+        pytest.fail(f"notifyd did not start:\n{log_path.read_text()}")
+    # Keep draining stdout so the process never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in process.stdout or []], daemon=True).start()
+    server = Notifyd(address, env, pg.uri(), process, log_path)
+    server.callers["acme"] = server.issue_key("acme", "orders")
+    server.callers["globex"] = server.issue_key("globex", "billing")
+    server.cli(
+        "templates",
+        "put",
+        "--tenant",
+        "acme",
+        "--name",
+        "order_shipped",
+        "--title",
+        "Order {{ order_id }} shipped",
+        "--body",
+        "Hi {{ name }}, it is on its way.",
+    )
+    yield server
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    finally:
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def channel(notifyd: Notifyd) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(notifyd.address) as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.Channel) -> svc_grpc.NotificationServiceStub:
+    return svc_grpc.NotificationServiceStub(channel)
+
+
+@pytest.fixture
+def acme(notifyd: Notifyd) -> Caller:
+    return notifyd.callers["acme"]
+
+
+@pytest.fixture
+def globex(notifyd: Notifyd) -> Caller:
+    return notifyd.callers["globex"]
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
