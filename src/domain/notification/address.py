@@ -35,10 +35,10 @@ class Address:
         """Validate ``value`` as an address of ``kind``; ``field`` names it in any error."""
         path = f"{field}.{kind}"
         if kind == "email":
-            if not _EMAIL.match(value) or len(value) > 254:
+            if not _EMAIL.fullmatch(value) or len(value) > 254:
                 raise ValidationFailed.single(path, f"{value!r} is not a valid email address")
         elif kind == "phone":
-            if not _E164.match(value):
+            if not _E164.fullmatch(value):
                 raise ValidationFailed.single(
                     path, f"{value!r} is not an E.164 phone number (e.g. +14155550123)"
                 )
