@@ -29,7 +29,13 @@ class RetryPolicy:
     ) -> datetime:
         """Full jitter (a uniform pick in [0, cap]) spreads a thundering herd of retries; a
         provider's Retry-After is a floor, since retrying sooner is certain to be refused."""
-        cap = min(self.max_delay, self.base_delay * (1 << max(attempts_made - 1, 0)))
+        # Double only while below the cap: 2**n of a large attempt count overflows timedelta.
+        cap = self.base_delay
+        for _ in range(max(attempts_made - 1, 0)):
+            if cap >= self.max_delay:
+                break
+            cap *= 2
+        cap = min(cap, self.max_delay)
         delay = cap * random()
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_delay))
