@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -45,6 +46,9 @@ class Violations:
 
     def __bool__(self) -> bool:
         return bool(self._items)
+
+    def __iter__(self) -> Iterator[FieldViolation]:
+        return iter(self._items)
 
     def raise_if_any(self) -> None:
         if self._items:

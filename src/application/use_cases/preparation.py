@@ -19,6 +19,7 @@ from domain.notification import (
     Notification,
     Rendered,
     TemplateRef,
+    validate_new,
 )
 
 
@@ -75,30 +76,38 @@ class NotificationPreparer:
         rendered: Rendered | None = None
         content = command.content
         if command.template is not None:
-            rendered = await self._renderer.render(
-                principal.tenant_id,
-                TemplateRef(
-                    command.template.name, command.template.variables, command.template.locale
-                ),
-                command.channel,
-            )
-            content = rendered.content
-        assert content is not None
-        violations.raise_if_any()
+            try:
+                rendered = await self._renderer.render(
+                    principal.tenant_id,
+                    TemplateRef(
+                        command.template.name, command.template.variables, command.template.locale
+                    ),
+                    command.channel,
+                )
+                content = rendered.content
+            except ValidationFailed as error:
+                violations.extend(error)
+        new = NewNotification(
+            request_id=command.request_id,
+            user_id=command.user_id,
+            channel=command.channel,
+            priority=command.priority,
+            category=command.category,
+            content=content or Content("", ""),
+            address=address,
+            scheduled_at=command.scheduled_at,
+            expires_at=command.expires_at,
+            metadata=command.metadata,
+            rendered=rendered,
+        )
+        if violations:
+            # Name every other bad field too, without repeating the address or content ones.
+            for v in validate_new(new, now):
+                if not v.field.startswith(("address", "content")):
+                    violations.add(v.field, v.description)
+            violations.raise_if_any()
         return Notification.accept(
-            NewNotification(
-                request_id=command.request_id,
-                user_id=command.user_id,
-                channel=command.channel,
-                priority=command.priority,
-                category=command.category,
-                content=content,
-                address=address,
-                scheduled_at=command.scheduled_at,
-                expires_at=command.expires_at,
-                metadata=command.metadata,
-                rendered=rendered,
-            ),
+            new,
             id=self._ids.new_id(),
             tenant_id=principal.tenant_id,
             caller=principal.service,
