@@ -54,6 +54,9 @@ class DeliverNotification:
         outcome = await self._send(notification)
         return await self._finish(claim, notification, outcome)
 
+    def _policy(self, n: Notification) -> RetryPolicy:
+        return self._policies.get(n.channel, RetryPolicy())
+
     async def _begin(self, claim: Claim) -> Notification | None:
         now = self._clock.now()
         async with self._uow() as uow:
@@ -65,7 +68,7 @@ class DeliverNotification:
             if n.status is Status.QUEUED and n.due_at > now + EARLY_TOLERANCE:
                 await self._scheduler.retry_at(claim, n.due_at, now)
                 return None
-            n.begin_attempt(now)
+            n.begin_attempt(now, self._policy(n).max_attempts)
             try:
                 await uow.notifications.save(n)
             except ConcurrentUpdate:
@@ -103,7 +106,7 @@ class DeliverNotification:
                 provider=outcome.provider,
                 error_class=outcome.error_class,
                 message=outcome.message,
-                policy=self._policies.get(n.channel, RetryPolicy()),
+                policy=self._policy(n),
                 random=self._random,
                 retry_after=outcome.retry_after,
             )

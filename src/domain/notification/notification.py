@@ -194,8 +194,11 @@ class Notification:
 
     # -- delivery -----------------------------------------------------------------------------
 
-    def begin_attempt(self, now: datetime) -> DeliveryAttempt | None:
-        """Start a try at sending. Returns None when the notification expired instead."""
+    def begin_attempt(
+        self, now: datetime, max_attempts: int | None = None
+    ) -> DeliveryAttempt | None:
+        """Start a try at sending. Returns None when it expired, or when ``max_attempts`` were
+        already used up by workers that died mid-attempt (it is then FAILED: dead-lettered)."""
         if self.status not in (Status.QUEUED, Status.SENDING):
             raise IllegalTransition(f"notification {self.id}", self.status, Status.SENDING)
         if self.is_expired(now):
@@ -207,6 +210,14 @@ class Notification:
             # The previous holder vanished mid-attempt; its outcome is unknown.
             self._abandon_open_attempt(now)
             reason = "previous attempt abandoned"
+            if max_attempts is not None and len(self.attempts) >= max_attempts:
+                # A notification that keeps killing workers must not be retried for ever.
+                self._move(
+                    Status.FAILED,
+                    now,
+                    f"gave up after {len(self.attempts)} attempts; the last was abandoned",
+                )
+                return None
         attempt = DeliveryAttempt(number=len(self.attempts) + 1, started_at=now)
         self.attempts.append(attempt)
         self._move(Status.SENDING, now, reason)
