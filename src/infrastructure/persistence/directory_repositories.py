@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.ports.repositories import ApiKeyRecord, TemplateVersion, Tenant
 from domain.bulk_job import BulkJob
-from infrastructure.persistence.tables import api_keys, bulk_jobs, templates, tenants
+from infrastructure.persistence.tables import TS, api_keys, bulk_jobs, templates, tenants
 
 
 class SqlTenantRepository:
@@ -80,11 +80,13 @@ class SqlTemplateRepository:
         rows = (
             (
                 await self._conn.execute(
-                    sa.select(templates).where(
+                    sa.select(templates)
+                    .where(
                         templates.c.tenant_id == tenant_id,
                         templates.c.name == name,
                         templates.c.version == newest,
                     )
+                    .order_by(templates.c.locale)
                 )
             )
             .mappings()
@@ -117,6 +119,26 @@ class SqlTemplateRepository:
             template.locale,
             template.title,
             template.body,
+        )
+        # A version holds every locale: the other locales of the previous version carry over.
+        carried = sa.select(
+            templates.c.tenant_id,
+            templates.c.name,
+            sa.literal(stored.version),
+            templates.c.locale,
+            templates.c.title,
+            templates.c.body,
+            sa.literal(now, TS),
+        ).where(
+            templates.c.tenant_id == template.tenant_id,
+            templates.c.name == template.name,
+            templates.c.version == current,
+            templates.c.locale != template.locale,
+        )
+        await self._conn.execute(
+            sa.insert(templates).from_select(
+                ["tenant_id", "name", "version", "locale", "title", "body", "created_at"], carried
+            )
         )
         await self._conn.execute(
             sa.insert(templates).values(
