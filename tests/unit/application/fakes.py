@@ -1,0 +1,605 @@
+"""In-memory fakes for the application's ports, faithful enough to catch use-case bugs.
+
+The repositories behave like the Postgres ones where it matters to a use case:
+- every load returns a copy, so mutating an aggregate changes nothing until it is saved;
+- writes are held in the unit of work and reach the database only on commit (rollback otherwise);
+- (tenant, request_id) is unique for notifications and bulk jobs (add returns False);
+- save is a compare-and-set on ``version`` and raises ConcurrentUpdate when it moved.
+"""
+
+from __future__ import annotations
+
+import copy
+import string
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Generic, Protocol, Self, TypeVar
+
+from application.errors import ConcurrentUpdate
+from application.ports.repositories import (
+    ApiKeyRecord,
+    ApiKeyRepository,
+    BulkJobRepository,
+    NotificationRepository,
+    TemplateRepository,
+    TemplateVersion,
+    Tenant,
+    TenantRepository,
+)
+from application.ports.scheduler import Claim, QueueItem
+from application.ports.sender import DeliveryFailed
+from application.use_cases.preparation import NotificationPreparer
+from domain.bulk_job import BulkJob
+from domain.errors import FieldViolation, NotFound, ValidationFailed
+from domain.notification import (
+    Address,
+    Channel,
+    Content,
+    DeliveryResult,
+    ErrorClass,
+    NewNotification,
+    Notification,
+    Priority,
+    Rendered,
+    Status,
+    TemplateRef,
+)
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+# -- clock and ids ---------------------------------------------------------------------------
+
+
+class FixedClock:
+    def __init__(self, now: datetime = T0) -> None:
+        if now.tzinfo is None:
+            raise ValueError("FixedClock needs a timezone-aware time")
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self._now += delta
+        return self._now
+
+    def set(self, now: datetime) -> None:
+        self._now = now
+
+
+class SequentialIds:
+    def __init__(self, prefix: str = "id-") -> None:
+        self._prefix = prefix
+        self.issued = 0
+
+    def new_id(self) -> str:
+        self.issued += 1
+        return f"{self._prefix}{self.issued:06d}"
+
+
+class FakeMonotonic:
+    """A time.monotonic stand-in for caches with a TTL."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.value = start
+
+    def __call__(self) -> float:
+        return self.value
+
+
+# -- the database ----------------------------------------------------------------------------
+
+
+@dataclass
+class FakeDatabase:
+    """Committed state, shared by every unit of work made by one factory."""
+
+    notifications: dict[str, Notification] = field(default_factory=dict)
+    bulk_jobs: dict[str, BulkJob] = field(default_factory=dict)
+    api_keys: dict[bytes, ApiKeyRecord] = field(default_factory=dict)
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    templates: list[TemplateVersion] = field(default_factory=list)
+    commits: int = 0
+    rollbacks: int = 0
+    api_key_lookups: int = 0
+
+    def insert(self, *notifications: Notification) -> None:
+        """Seed committed rows directly (as a fixture would), version 1."""
+        for n in notifications:
+            n.version = max(n.version, 1)
+            self.notifications[n.id] = copy.deepcopy(n)
+
+    def row(self, notification_id: str) -> Notification:
+        """A copy of the committed row."""
+        return copy.deepcopy(self.notifications[notification_id])
+
+    def touch(self, notification_id: str) -> None:
+        """Another writer committed a change to the row: its version moved on."""
+        self.notifications[notification_id].version += 1
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Overlay(Generic[K, V]):
+    """Reads see this unit of work's own pending writes over the committed rows."""
+
+    def __init__(self, committed: dict[K, V]) -> None:
+        self._committed = committed
+        self.pending: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        value = self.pending.get(key, self._committed.get(key))
+        return copy.deepcopy(value)
+
+    def find(self, predicate: Callable[[V], bool]) -> list[V]:
+        """Copies of the visible rows that match (rows are only copied once they match)."""
+        merged = {**self._committed, **self.pending}
+        return [copy.deepcopy(v) for v in merged.values() if predicate(v)]
+
+    def count(self, predicate: Callable[[V], bool]) -> int:
+        return sum(1 for v in {**self._committed, **self.pending}.values() if predicate(v))
+
+    def exists(self, predicate: Callable[[V], bool]) -> bool:
+        return any(predicate(v) for v in {**self._committed, **self.pending}.values())
+
+    def __contains__(self, key: K) -> bool:
+        return key in self.pending or key in self._committed
+
+    def put(self, key: K, value: V) -> None:
+        self.pending[key] = copy.deepcopy(value)
+
+    def flush(self) -> None:
+        self._committed.update(self.pending)
+        self.pending.clear()
+
+
+class _Flushable(Protocol):
+    def flush(self) -> None: ...
+
+    def has_pending(self) -> bool: ...
+
+    def discard(self) -> None: ...
+
+
+class _OverlayBacked(Generic[K, V]):
+    _rows: _Overlay[K, V]
+
+    def flush(self) -> None:
+        self._rows.flush()
+
+    def has_pending(self) -> bool:
+        return bool(self._rows.pending)
+
+    def discard(self) -> None:
+        self._rows.pending.clear()
+
+
+class FakeNotificationRepository(_OverlayBacked[str, Notification]):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._rows = _Overlay(db.notifications)
+
+    async def add(self, notification: Notification) -> bool:
+        key = (notification.tenant_id, notification.request_id)
+        if notification.id in self._rows or self._rows.exists(
+            lambda r: (r.tenant_id, r.request_id) == key
+        ):
+            return False
+        notification.version = 1
+        self._rows.put(notification.id, notification)
+        return True
+
+    async def add_many(self, notifications: Sequence[Notification]) -> set[str]:
+        return {n.id for n in notifications if await self.add(n)}
+
+    async def get(self, tenant_id: str, notification_id: str) -> Notification:
+        row = self._rows.get(notification_id)
+        if row is None or row.tenant_id != tenant_id:
+            raise NotFound("notification", notification_id)
+        return row
+
+    async def get_for_delivery(self, notification_id: str) -> Notification | None:
+        return self._rows.get(notification_id)
+
+    async def get_by_request_id(self, tenant_id: str, request_id: str) -> Notification | None:
+        found = self._rows.find(lambda r: (r.tenant_id, r.request_id) == (tenant_id, request_id))
+        return found[0] if found else None
+
+    async def get_many(self, tenant_id: str, ids: Sequence[str]) -> list[Notification]:
+        wanted = set(ids)
+        rows = self._rows.find(lambda r: r.id in wanted and r.tenant_id == tenant_id)
+        return sorted(rows, key=lambda r: r.id)
+
+    async def save(self, notification: Notification) -> None:
+        current = self._rows.get(notification.id)
+        if current is None or current.version != notification.version:
+            raise ConcurrentUpdate("notification", notification.id)
+        notification.version += 1
+        self._rows.put(notification.id, notification)
+
+    async def count_unread(self, tenant_id: str, user_id: str) -> int:
+        return self._rows.count(
+            lambda r: (r.tenant_id, r.user_id) == (tenant_id, user_id) and r.unread
+        )
+
+    async def due_without_lease(self, before: datetime, limit: int) -> list[Notification]:
+        rows = self._rows.find(
+            lambda r: r.status in (Status.QUEUED, Status.SENDING) and r.due_at <= before
+        )
+        return sorted(rows, key=lambda r: r.due_at)[:limit]
+
+
+class FakeBulkJobRepository(_OverlayBacked[str, BulkJob]):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._rows = _Overlay(db.bulk_jobs)
+
+    async def add(self, job: BulkJob) -> bool:
+        key = (job.tenant_id, job.request_id)
+        if job.id in self._rows or self._rows.exists(lambda j: (j.tenant_id, j.request_id) == key):
+            return False
+        self._rows.put(job.id, job)
+        return True
+
+    async def get_by_request_id(self, tenant_id: str, request_id: str) -> BulkJob | None:
+        found = self._rows.find(lambda j: (j.tenant_id, j.request_id) == (tenant_id, request_id))
+        return found[0] if found else None
+
+    async def save(self, job: BulkJob) -> None:
+        if job.id not in self._rows:
+            raise NotFound("bulk job", job.id)
+        self._rows.put(job.id, job)
+
+
+class FakeApiKeyRepository(_OverlayBacked[bytes, ApiKeyRecord]):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self._rows = _Overlay(db.api_keys)
+
+    async def find_by_hash(self, key_hash: bytes) -> ApiKeyRecord | None:
+        self._db.api_key_lookups += 1
+        return self._rows.get(key_hash)
+
+    async def add(self, record: ApiKeyRecord, key_hash: bytes, now: datetime) -> None:
+        if key_hash in self._rows:
+            raise ValueError("duplicate key hash")
+        self._rows.put(key_hash, record)
+
+
+class FakeTenantRepository(_OverlayBacked[str, Tenant]):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._rows = _Overlay(db.tenants)
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        return self._rows.get(tenant_id)
+
+    async def add(self, tenant: Tenant, now: datetime) -> None:
+        if tenant.tenant_id not in self._rows:
+            self._rows.put(tenant.tenant_id, tenant)
+
+
+class FakeTemplateRepository:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._committed = db.templates
+        self._pending: list[TemplateVersion] = []
+
+    async def latest(self, tenant_id: str, name: str) -> list[TemplateVersion]:
+        mine = [
+            t
+            for t in [*self._committed, *self._pending]
+            if (t.tenant_id, t.name) == (tenant_id, name)
+        ]
+        if not mine:
+            return []
+        newest = max(t.version for t in mine)
+        return [t for t in mine if t.version == newest]
+
+    async def put(self, template: TemplateVersion, now: datetime) -> TemplateVersion:
+        current = await self.latest(template.tenant_id, template.name)
+        stored = replace(template, version=(current[0].version if current else 0) + 1)
+        self._pending.append(stored)
+        return stored
+
+    def flush(self) -> None:
+        self._committed.extend(self._pending)
+        self._pending.clear()
+
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def discard(self) -> None:
+        self._pending.clear()
+
+
+class FakeUnitOfWork:
+    notifications: NotificationRepository
+    bulk_jobs: BulkJobRepository
+    api_keys: ApiKeyRepository
+    tenants: TenantRepository
+    templates: TemplateRepository
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self._fakes: tuple[_Flushable, ...] = (
+            notifications := FakeNotificationRepository(db),
+            bulk_jobs := FakeBulkJobRepository(db),
+            api_keys := FakeApiKeyRepository(db),
+            tenants := FakeTenantRepository(db),
+            templates := FakeTemplateRepository(db),
+        )
+        self.notifications = notifications
+        self.bulk_jobs = bulk_jobs
+        self.api_keys = api_keys
+        self.tenants = tenants
+        self.templates = templates
+        self.state = "new"
+
+    async def __aenter__(self) -> Self:
+        assert self.state == "new", "a unit of work is used once"
+        self.state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if any(repo.has_pending() for repo in self._fakes):
+            self._db.rollbacks += 1
+        for repo in self._fakes:
+            repo.discard()
+        self.state = "closed"
+
+    async def commit(self) -> None:
+        assert self.state == "open", "commit outside the unit of work"
+        for repo in self._fakes:
+            repo.flush()
+        self._db.commits += 1
+
+
+class FakeUnitOfWorkFactory:
+    def __init__(self, db: FakeDatabase | None = None) -> None:
+        self.db = db if db is not None else FakeDatabase()
+        self.opened = 0
+
+    def __call__(self) -> FakeUnitOfWork:
+        self.opened += 1
+        return FakeUnitOfWork(self.db)
+
+
+# -- the scheduler ---------------------------------------------------------------------------
+
+
+class FakeScheduler:
+    """Waiting items and leases in dicts, with every call recorded."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, QueueItem] = {}
+        self.leased: dict[str, Claim] = {}
+        self.enqueued: list[QueueItem] = []
+        self.acked: list[Claim] = []
+        self.retried: list[tuple[Claim, datetime]] = []
+        self.removed: list[str] = []
+        self.calls: list[str] = []
+        self._token = 0
+
+    async def enqueue(self, items: Sequence[QueueItem], now: datetime) -> None:
+        self.calls.append("enqueue")
+        for item in items:
+            self.enqueued.append(item)
+            if item.notification_id not in self.leased:
+                self.waiting[item.notification_id] = item
+
+    async def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Claim]:
+        self.calls.append("claim")
+        due = sorted(
+            (i for i in self.waiting.values() if i.due_at <= now),
+            key=lambda i: (-i.priority, i.due_at),
+        )[:limit]
+        claims = []
+        for item in due:
+            self._token += 1
+            claim = Claim(item.notification_id, item.priority, self._token, now + lease)
+            del self.waiting[item.notification_id]
+            self.leased[item.notification_id] = claim
+            claims.append(claim)
+        return claims
+
+    def _release(self, claim: Claim) -> bool:
+        held = self.leased.get(claim.notification_id)
+        if held is None or held.token != claim.token:
+            return False
+        del self.leased[claim.notification_id]
+        return True
+
+    async def ack(self, claim: Claim) -> bool:
+        self.calls.append("ack")
+        self.acked.append(claim)
+        return self._release(claim)
+
+    async def retry_at(self, claim: Claim, due_at: datetime, now: datetime) -> bool:
+        self.calls.append("retry_at")
+        self.retried.append((claim, due_at))
+        if not self._release(claim):
+            return False
+        self.waiting[claim.notification_id] = QueueItem(
+            claim.notification_id, claim.priority, due_at
+        )
+        return True
+
+    async def extend(self, claim: Claim, now: datetime, lease: timedelta) -> bool:
+        self.calls.append("extend")
+        held = self.leased.get(claim.notification_id)
+        if held is None or held.token != claim.token:
+            return False
+        self.leased[claim.notification_id] = replace(held, lease_deadline=now + lease)
+        return True
+
+    async def remove(self, notification_id: str) -> None:
+        self.calls.append("remove")
+        self.removed.append(notification_id)
+        self.waiting.pop(notification_id, None)
+
+    async def recover_expired_leases(self, now: datetime, limit: int) -> int:
+        self.calls.append("recover_expired_leases")
+        expired = [c for c in self.leased.values() if c.lease_deadline <= now][:limit]
+        for c in expired:
+            del self.leased[c.notification_id]
+            self.waiting[c.notification_id] = QueueItem(c.notification_id, c.priority, now)
+        return len(expired)
+
+    async def contains(self, notification_id: str) -> bool:
+        self.calls.append("contains")
+        return notification_id in self.waiting or notification_id in self.leased
+
+
+# -- senders and templates -------------------------------------------------------------------
+
+Outcome = DeliveryResult | BaseException
+
+
+class FakeSender:
+    """Plays back outcomes in order (the last one repeats); raises the exceptions among them."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *outcomes: Outcome,
+        on_send: Callable[[Notification], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self._outcomes: list[Outcome] = list(outcomes) or [DeliveryResult("fake")]
+        self._on_send = on_send
+        self.sent: list[Notification] = []
+
+    async def send(self, notification: Notification) -> DeliveryResult:
+        self.sent.append(copy.deepcopy(notification))
+        if self._on_send is not None:
+            self._on_send(notification)
+        outcome = self._outcomes.pop(0) if len(self._outcomes) > 1 else self._outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def failure(
+    error_class: ErrorClass,
+    message: str = "boom",
+    *,
+    provider: str = "fake",
+    retry_after: timedelta | None = None,
+) -> DeliveryFailed:
+    return DeliveryFailed(error_class, message, provider=provider, retry_after=retry_after)
+
+
+class FakeRenderer:
+    """Templates are ``str.format`` sources keyed by (tenant, name); version 1, any locale."""
+
+    def __init__(self, templates: Mapping[tuple[str, str], tuple[str, str]] | None = None) -> None:
+        self.templates = dict(templates or {})
+        self.rendered: list[tuple[str, TemplateRef, Channel]] = []
+
+    async def render(self, tenant_id: str, ref: TemplateRef, channel: Channel) -> Rendered:
+        self.rendered.append((tenant_id, ref, channel))
+        source = self.templates.get((tenant_id, ref.name))
+        if source is None:
+            raise ValidationFailed.single("template.name", f"no template named {ref.name!r}")
+        missing = sorted(
+            {
+                name
+                for text in source
+                for _, name, _, _ in string.Formatter().parse(text)
+                if name and name not in ref.variables
+            }
+        )
+        if missing:
+            raise ValidationFailed(
+                [
+                    FieldViolation(f"template.variables.{m}", "required by the template")
+                    for m in missing
+                ]
+            )
+        title, body = (text.format_map(dict(ref.variables)) for text in source)
+        return Rendered(Content(title, body), ref.name, 1, ref.locale)
+
+    def check_source(self, title: str, body: str) -> None:
+        for name, text in (("title", title), ("body", body)):
+            try:
+                list(string.Formatter().parse(text))
+            except ValueError as error:
+                raise ValidationFailed.single(name, str(error)) from error
+
+
+# -- a whole world of fakes, and notifications to put in it -----------------------------------
+
+ALL_BUT_SMS = frozenset({Channel.EMAIL, Channel.PUSH, Channel.WEBHOOK, Channel.IN_APP})
+
+
+@dataclass
+class World:
+    uow: FakeUnitOfWorkFactory
+    clock: FixedClock
+    ids: SequentialIds
+    scheduler: FakeScheduler
+    renderer: FakeRenderer
+    preparer: NotificationPreparer
+
+    @property
+    def db(self) -> FakeDatabase:
+        return self.uow.db
+
+
+def make_world(channels: frozenset[Channel] = ALL_BUT_SMS) -> World:
+    ids = SequentialIds()
+    renderer = FakeRenderer()
+    return World(
+        uow=FakeUnitOfWorkFactory(),
+        clock=FixedClock(),
+        ids=ids,
+        scheduler=FakeScheduler(),
+        renderer=renderer,
+        preparer=NotificationPreparer(renderer, ids, channels),
+    )
+
+
+def make_notification(
+    id: str,
+    *,
+    tenant_id: str = "tenant-a",
+    user_id: str = "user-1",
+    channel: Channel = Channel.IN_APP,
+    now: datetime = T0,
+    request_id: str | None = None,
+) -> Notification:
+    address = {
+        Channel.EMAIL: Address("email", "user@example.com"),
+        Channel.WEBHOOK: Address("webhook_url", "https://example.com/hook"),
+    }.get(channel)
+    return Notification.accept(
+        NewNotification(
+            request_id=request_id or f"req-{id}",
+            user_id=user_id,
+            channel=channel,
+            priority=Priority.MEDIUM,
+            category="test",
+            content=Content("title", "body"),
+            address=address,
+        ),
+        id=id,
+        tenant_id=tenant_id,
+        caller="tests",
+        fingerprint=f"fp-{id}",
+        now=now,
+    )
+
+
+def delivered(id: str, **kw: Any) -> Notification:
+    """A notification the provider accepted and (for IN_APP) delivered to the inbox."""
+    n = make_notification(id, **kw)
+    n.begin_attempt(n.updated_at)
+    n.record_success(n.updated_at, DeliveryResult("inbox", id, delivered=True))
+    return n

@@ -1,0 +1,298 @@
+"""DeliverNotification: one claimed notification through begin, send and finish."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from application.ports.scheduler import Claim, QueueItem
+from application.principal import Principal
+from application.use_cases.commands import AddressInput, SendNotificationCommand
+from application.use_cases.deliver_notification import DeliverNotification
+from application.use_cases.manage_notification import CancelNotification
+from application.use_cases.send_notification import SendNotification
+from domain.notification import (
+    AttemptOutcome,
+    Channel,
+    Content,
+    DeliveryResult,
+    ErrorClass,
+    Notification,
+    Priority,
+    RetryPolicy,
+    Status,
+)
+from tests.unit.application.fakes import T0, FakeSender, World, failure
+
+ALICE = Principal("tenant-a", "orders", "key-a")
+LEASE = timedelta(seconds=30)
+POLICY = RetryPolicy(
+    max_attempts=3, base_delay=timedelta(seconds=2), max_delay=timedelta(minutes=1)
+)
+
+
+class WorkerCrashed(BaseException):
+    """The worker process died mid-send (not an Exception: nothing in the use case catches it)."""
+
+
+async def send(world: World, channel: Channel = Channel.WEBHOOK, **kw: object) -> Notification:
+    args: dict[str, object] = {
+        "request_id": "req-1",
+        "user_id": "user-1",
+        "channel": channel,
+        "category": "test",
+        "priority": Priority.HIGH,
+        "content": Content("title", "body"),
+        "address": AddressInput("webhook_url", "https://example.com/hook")
+        if channel is Channel.WEBHOOK
+        else None,
+    }
+    args.update(kw)
+    outcome = await SendNotification(
+        world.uow, world.scheduler, world.preparer, world.clock
+    ).execute(
+        ALICE,
+        SendNotificationCommand(**args),  # type: ignore[arg-type]
+    )
+    return outcome.notification
+
+
+async def claim(world: World) -> Claim:
+    [c] = await world.scheduler.claim(1, world.clock.now(), LEASE)
+    return c
+
+
+def deliver(
+    world: World, *senders: FakeSender, policy: RetryPolicy = POLICY
+) -> DeliverNotification:
+    return DeliverNotification(
+        world.uow,
+        world.scheduler,
+        {s.channel: s for s in senders},
+        {s.channel: policy for s in senders},
+        world.clock,
+        random=lambda: 0.5,
+    )
+
+
+async def test_success_sends_and_acks(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    sender = FakeSender(Channel.WEBHOOK, DeliveryResult("webhook", "msg-7"))
+    world.clock.advance(timedelta(seconds=1))
+
+    assert await deliver(world, sender).execute(c) is Status.SENT
+
+    assert [s.id for s in sender.sent] == [n.id]
+    assert sender.sent[0].status is Status.SENDING, "the sender sees the attempt in progress"
+    row = world.db.row(n.id)
+    assert row.status is Status.SENT
+    [attempt] = row.attempts
+    assert (attempt.outcome, attempt.provider, attempt.provider_message_id) == (
+        AttemptOutcome.ACCEPTED,
+        "webhook",
+        "msg-7",
+    )
+    assert world.scheduler.acked == [c]
+    assert world.scheduler.retried == []
+    assert world.scheduler.leased == {}
+    assert row.version == 3  # insert, begin, finish
+
+
+async def test_in_app_acceptance_is_delivery(world: World) -> None:
+    n = await send(world, Channel.IN_APP)
+    c = await claim(world)
+    sender = FakeSender(Channel.IN_APP, DeliveryResult("inbox", delivered=True))
+    assert await deliver(world, sender).execute(c) is Status.DELIVERED
+    assert [h.status for h in world.db.row(n.id).history][-2:] == [Status.SENT, Status.DELIVERED]
+    assert world.scheduler.acked == [c]
+
+
+async def test_transient_failure_requeues_at_the_backoff_time(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    now = world.clock.advance(timedelta(seconds=5))
+    sender = FakeSender(Channel.WEBHOOK, failure(ErrorClass.TRANSIENT, "503"))
+
+    assert await deliver(world, sender).execute(c) is Status.QUEUED
+
+    due = now + timedelta(seconds=1)  # attempt 1: cap = base = 2s, jitter draw 0.5
+    row = world.db.row(n.id)
+    assert row.status is Status.QUEUED
+    assert row.due_at == due
+    assert row.attempts[0].outcome is AttemptOutcome.TRANSIENT_FAILURE
+    assert world.scheduler.retried == [(c, due)]
+    assert world.scheduler.acked == []
+    assert world.scheduler.waiting[n.id] == QueueItem(n.id, Priority.HIGH, due)
+
+
+async def test_retry_after_from_the_provider_is_honoured(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    sender = FakeSender(
+        Channel.WEBHOOK, failure(ErrorClass.TRANSIENT, "429", retry_after=timedelta(seconds=20))
+    )
+    await deliver(world, sender).execute(c)
+    assert world.db.row(n.id).due_at == T0 + timedelta(seconds=20)
+    assert world.scheduler.retried == [(c, T0 + timedelta(seconds=20))]
+
+
+async def test_permanent_failure_fails_and_acks(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    sender = FakeSender(Channel.WEBHOOK, failure(ErrorClass.PERMANENT, "410 Gone"))
+
+    assert await deliver(world, sender).execute(c) is Status.FAILED
+
+    row = world.db.row(n.id)
+    assert row.status is Status.FAILED
+    assert row.attempts[0].error_message == "410 Gone"
+    assert world.scheduler.acked == [c]
+    assert world.scheduler.retried == []
+
+
+async def test_attempts_used_up_fail_and_ack(world: World) -> None:
+    n = await send(world)
+    sender = FakeSender(Channel.WEBHOOK, failure(ErrorClass.TRANSIENT, "timeout"))
+    use_case = deliver(world, sender, policy=RetryPolicy(max_attempts=2))
+
+    statuses = []
+    for _ in range(2):
+        c = await claim(world)
+        statuses.append(await use_case.execute(c))
+        world.clock.advance(timedelta(minutes=5))
+
+    assert statuses == [Status.QUEUED, Status.FAILED]
+    row = world.db.row(n.id)
+    assert [a.number for a in row.attempts] == [1, 2]
+    assert "gave up after 2 attempts" in row.status_reason
+    assert len(sender.sent) == 2
+    assert world.scheduler.acked == [c]
+    assert len(world.scheduler.retried) == 1
+    assert world.scheduler.waiting == {}
+    assert world.scheduler.leased == {}
+
+
+async def test_claim_of_a_cancelled_notification_is_acked_without_sending(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    # Cancelled after the worker claimed it (remove leaves a held lease to its holder).
+    await CancelNotification(world.uow, world.scheduler, world.clock).execute(ALICE, n.id)
+    sender = FakeSender(Channel.WEBHOOK)
+
+    assert await deliver(world, sender).execute(c) is None
+
+    assert sender.sent == []
+    assert world.db.row(n.id).status is Status.CANCELLED
+    assert world.scheduler.acked == [c]
+    assert world.scheduler.leased == {}
+
+
+async def test_claim_of_an_unknown_notification_is_acked(world: World) -> None:
+    c = Claim("never-committed", Priority.LOW, 1, T0 + LEASE)
+    sender = FakeSender(Channel.WEBHOOK)
+    assert await deliver(world, sender).execute(c) is None
+    assert world.scheduler.acked == [c]
+    assert sender.sent == []
+
+
+async def test_early_claim_is_put_back_until_due(world: World) -> None:
+    at = T0 + timedelta(hours=1)
+    n = await send(world, scheduled_at=at)
+    c = Claim(n.id, Priority.HIGH, 1, T0 + LEASE)  # e.g. a clock-skewed peer claimed it
+    sender = FakeSender(Channel.WEBHOOK)
+
+    assert await deliver(world, sender).execute(c) is None
+
+    assert sender.sent == []
+    assert world.scheduler.retried == [(c, at)]
+    assert world.db.row(n.id).status is Status.QUEUED
+
+
+async def test_expired_at_claim_time_expires_without_sending(world: World) -> None:
+    n = await send(world, expires_at=T0 + timedelta(minutes=1))
+    c = await claim(world)
+    world.clock.advance(timedelta(minutes=2))
+    sender = FakeSender(Channel.WEBHOOK)
+
+    assert await deliver(world, sender).execute(c) is Status.EXPIRED
+
+    assert sender.sent == []
+    assert world.db.row(n.id).status is Status.EXPIRED
+    assert world.scheduler.acked == [c]
+
+
+async def test_concurrent_update_on_the_final_save_leaves_the_scheduler_alone(
+    world: World,
+) -> None:
+    n = await send(world)
+    c = await claim(world)
+    # While we were sending, our lease lapsed and another worker rescued and wrote the row.
+    sender = FakeSender(
+        Channel.WEBHOOK, DeliveryResult("webhook"), on_send=lambda n: world.db.touch(n.id)
+    )
+    calls_before = list(world.scheduler.calls)
+
+    assert await deliver(world, sender).execute(c) is None
+
+    assert world.scheduler.calls == calls_before
+    assert world.scheduler.leased == {n.id: c}
+    row = world.db.row(n.id)
+    assert row.status is Status.SENDING, "the other writer's record wins"
+    assert row.attempts[0].outcome is AttemptOutcome.IN_PROGRESS
+
+
+async def test_an_unexpected_sender_error_is_a_transient_failure(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    sender = FakeSender(Channel.WEBHOOK, RuntimeError("adapter bug"))
+    assert await deliver(world, sender).execute(c) is Status.QUEUED
+    attempt = world.db.row(n.id).attempts[0]
+    assert attempt.error_class is ErrorClass.TRANSIENT
+    assert "RuntimeError: adapter bug" in attempt.error_message
+
+
+async def test_a_channel_without_sender_fails_permanently(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    assert await deliver(world, FakeSender(Channel.IN_APP)).execute(c) is Status.FAILED
+    assert world.db.row(n.id).attempts[0].error_class is ErrorClass.PERMANENT
+
+
+async def test_a_crashed_attempt_is_rescued_on_the_next_claim(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    with pytest.raises(WorkerCrashed):
+        await deliver(world, FakeSender(Channel.WEBHOOK, WorkerCrashed())).execute(c)
+    assert world.db.row(n.id).status is Status.SENDING
+
+    world.clock.advance(LEASE + timedelta(seconds=1))
+    assert await world.scheduler.recover_expired_leases(world.clock.now(), 10) == 1
+    c2 = await claim(world)
+    assert c2.token > c.token
+    assert await deliver(world, FakeSender(Channel.WEBHOOK)).execute(c2) is Status.SENT
+
+    row = world.db.row(n.id)
+    assert [a.outcome for a in row.attempts] == [AttemptOutcome.ABANDONED, AttemptOutcome.ACCEPTED]
+
+
+async def test_a_notification_that_keeps_killing_workers_is_dead_lettered(world: World) -> None:
+    n = await send(world)
+    policy = RetryPolicy(max_attempts=2)
+    for _ in range(2):
+        c = await claim(world)
+        with pytest.raises(WorkerCrashed):
+            await deliver(
+                world, FakeSender(Channel.WEBHOOK, WorkerCrashed()), policy=policy
+            ).execute(c)
+        world.clock.advance(LEASE + timedelta(seconds=1))
+        await world.scheduler.recover_expired_leases(world.clock.now(), 10)
+
+    sender = FakeSender(Channel.WEBHOOK)
+    c = await claim(world)
+    status = await deliver(world, sender, policy=policy).execute(c)
+
+    assert sender.sent == [], "two attempts were used up; it must not be sent a third time"
+    assert status is Status.FAILED
+    assert world.db.row(n.id).status is Status.FAILED
