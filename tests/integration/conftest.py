@@ -1,0 +1,41 @@
+"""Fixtures for integration tests on the real Postgres and Redis of tests/conftest.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from infrastructure.scheduling import RedisScheduler
+
+ALL_TABLES = ("tenants", "api_keys", "templates", "bulk_jobs", "notifications")
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def clean_db(engine: AsyncEngine) -> AsyncEngine:
+    """Every table emptied before the test (rows of earlier tests never leak in)."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"TRUNCATE {', '.join(ALL_TABLES)} CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def uow(clean_db: AsyncEngine) -> SqlUnitOfWorkFactory:
+    return SqlUnitOfWorkFactory(clean_db)
+
+
+@pytest.fixture
+def scheduler(redis_client: aioredis.Redis) -> RedisScheduler:
+    return RedisScheduler(redis_client)

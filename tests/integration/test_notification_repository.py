@@ -1,0 +1,655 @@
+"""The SQL repositories and unit of work against the real, migrated PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.errors import ConcurrentUpdate
+from application.ports.repositories import ApiKeyRecord, TemplateVersion, Tenant
+from domain.bulk_job import BulkJob
+from domain.errors import NotFound
+from domain.notification import (
+    Address,
+    AttemptOutcome,
+    Channel,
+    Content,
+    DeliveryResult,
+    ErrorClass,
+    NewNotification,
+    Notification,
+    Priority,
+    Rendered,
+    RetryPolicy,
+    Status,
+)
+from infrastructure.persistence.tables import templates as templates_table
+from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+
+pytestmark = pytest.mark.integration
+
+# Not UTC on purpose: the offset must survive (as the same instant) through timestamptz and JSON.
+CET = timezone(timedelta(hours=1), "CET")
+T0 = datetime(2026, 2, 3, 4, 5, 6, 123456, tzinfo=CET)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def make(
+    nid: str,
+    *,
+    tenant: str = "tenant-a",
+    request_id: str | None = None,
+    user: str = "user-1",
+    channel: Channel = Channel.WEBHOOK,
+    priority: Priority = Priority.MEDIUM,
+    now: datetime = T0,
+    scheduled_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    metadata: dict[str, str] | None = None,
+    rendered: Rendered | None = None,
+) -> Notification:
+    address = {
+        Channel.WEBHOOK: Address.parse("webhook_url", "https://hooks.example.com/in?x=1"),
+        Channel.EMAIL: Address.parse("email", "ada@example.com"),
+        Channel.IN_APP: None,
+    }[channel]
+    return Notification.accept(
+        NewNotification(
+            request_id=request_id or f"req-{nid}",
+            user_id=user,
+            channel=channel,
+            priority=priority,
+            category="order_shipped",
+            content=Content("Shipped ✓", "Your order 42 is on its way"),
+            address=address,
+            scheduled_at=scheduled_at,
+            expires_at=expires_at,
+            metadata=metadata or {},
+            rendered=rendered,
+        ),
+        id=nid,
+        tenant_id=tenant,
+        caller="svc-orders",
+        fingerprint=f"fp-{nid}",
+        now=now,
+    )
+
+
+def delivered_in_app(nid: str, *, tenant: str = "tenant-a", user: str = "user-1") -> Notification:
+    n = make(nid, tenant=tenant, user=user, channel=Channel.IN_APP)
+    n.begin_attempt(at(1))
+    n.record_success(at(2), DeliveryResult(provider="inbox", delivered=True))
+    return n
+
+
+async def add(uow: SqlUnitOfWorkFactory, *notifications: Notification) -> None:
+    async with uow() as u:
+        for n in notifications:
+            assert await u.notifications.add(n)
+        await u.commit()
+
+
+async def count_rows(engine: AsyncEngine, table: str = "notifications") -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+# -- notifications: round trip ----------------------------------------------------------------
+
+
+async def test_a_notification_round_trips_with_every_field(uow: SqlUnitOfWorkFactory) -> None:
+    n = make(
+        "n-1",
+        scheduled_at=at(60),
+        expires_at=at(3600),
+        metadata={"order": "42", "note": "größe ✓", "empty": ""},
+        rendered=Rendered(Content("t", "b"), "order_shipped", 3, "de-CH"),
+    )
+    n.bulk_job_id = "bulk-9"
+    # Two attempts: one transient failure (back to QUEUED), one accepted.
+    n.begin_attempt(at(61))
+    n.record_failure(
+        at(61.5),
+        provider="webhook",
+        error_class=ErrorClass.TRANSIENT,
+        message="HTTP 503",
+        policy=RetryPolicy(max_attempts=5),
+        random=lambda: 0.5,
+    )
+    n.begin_attempt(at(70))
+    n.record_success(at(70.25), DeliveryResult(provider="webhook", provider_message_id="rcv-7"))
+
+    await add(uow, n)
+    assert n.version == 1
+    async with uow() as u:
+        loaded = await u.notifications.get("tenant-a", "n-1")
+
+    assert loaded == n
+    # Spot checks of what equality covers, so a failure says what was lost.
+    assert loaded.address == Address("webhook_url", "https://hooks.example.com/in?x=1")
+    assert loaded.metadata == {"order": "42", "note": "größe ✓", "empty": ""}
+    assert (loaded.template_name, loaded.template_version, loaded.locale) == (
+        "order_shipped",
+        3,
+        "de-CH",
+    )
+    assert [c.status for c in loaded.history] == [
+        Status.PENDING,
+        Status.QUEUED,
+        Status.SENDING,
+        Status.QUEUED,
+        Status.SENDING,
+        Status.SENT,
+    ]
+    assert loaded.history[1].reason == "scheduled"
+    assert [a.outcome for a in loaded.attempts] == [
+        AttemptOutcome.TRANSIENT_FAILURE,
+        AttemptOutcome.ACCEPTED,
+    ]
+    assert loaded.attempts[0].error_class is ErrorClass.TRANSIENT
+    assert loaded.attempts[0].error_message == "HTTP 503"
+    assert loaded.attempts[1].provider_message_id == "rcv-7"
+    assert loaded.attempts[1].latency_ms == 250
+    stamps = [
+        loaded.created_at,
+        loaded.updated_at,
+        loaded.due_at,
+        loaded.scheduled_at,
+        loaded.expires_at,
+        *(c.at for c in loaded.history),
+        *(a.started_at for a in loaded.attempts),
+        *(a.finished_at for a in loaded.attempts),
+    ]
+    assert all(s is not None and s.utcoffset() is not None for s in stamps)
+    assert loaded.created_at == T0
+    assert loaded.attempts[1].finished_at == at(70.25)
+    assert loaded.version == 1
+
+
+async def test_a_notification_without_address_or_schedule_round_trips(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    n = make("n-inbox", channel=Channel.IN_APP)
+    await add(uow, n)
+    async with uow() as u:
+        loaded = await u.notifications.get("tenant-a", "n-inbox")
+        by_request = await u.notifications.get_by_request_id("tenant-a", "req-n-inbox")
+        for_delivery = await u.notifications.get_for_delivery("n-inbox")
+    assert loaded == by_request == for_delivery == n
+    assert loaded.address is None
+    assert loaded.scheduled_at is None
+    assert loaded.expires_at is None
+    assert loaded.bulk_job_id is None
+    assert loaded.attempts == []
+
+
+async def test_another_tenants_notification_is_not_found(uow: SqlUnitOfWorkFactory) -> None:
+    await add(uow, make("n-1", tenant="tenant-a"))
+    async with uow() as u:
+        with pytest.raises(NotFound) as caught:
+            await u.notifications.get("tenant-b", "n-1")
+        assert caught.value.key == "n-1"
+        with pytest.raises(NotFound):
+            await u.notifications.get("tenant-a", "no-such-id")
+        assert await u.notifications.get_by_request_id("tenant-b", "req-n-1") is None
+        assert await u.notifications.get_many("tenant-b", ["n-1"]) == []
+        # Workers act for every tenant.
+        assert (await u.notifications.get_for_delivery("n-1")) is not None
+        assert await u.notifications.get_for_delivery("no-such-id") is None
+
+
+# -- idempotency ------------------------------------------------------------------------------
+
+
+async def test_add_refuses_a_reused_request_id_and_writes_nothing(
+    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
+) -> None:
+    first = make("n-1", request_id="same")
+    await add(uow, first)
+
+    duplicate = make("n-2", request_id="same", user="someone-else")
+    async with uow() as u:
+        assert await u.notifications.add(duplicate) is False
+        await u.commit()
+    assert duplicate.version == 0
+
+    elsewhere = make("n-3", tenant="tenant-b", request_id="same")
+    async with uow() as u:
+        assert await u.notifications.add(elsewhere) is True
+        await u.commit()
+
+    assert await count_rows(clean_db) == 2
+    async with uow() as u:
+        assert (await u.notifications.get_by_request_id("tenant-a", "same")) == first
+        assert (await u.notifications.get_by_request_id("tenant-b", "same")) == elsewhere
+        with pytest.raises(NotFound):
+            await u.notifications.get("tenant-a", "n-2")
+
+
+async def test_add_many_returns_only_the_inserted_ids(
+    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
+) -> None:
+    await add(uow, make("old", request_id="r1"))
+    batch = [
+        make("new-1", request_id="r0"),
+        make("clash", request_id="r1"),
+        make("new-2", request_id="r2"),
+        make("other-tenant", tenant="tenant-b", request_id="r1"),
+    ]
+    async with uow() as u:
+        inserted = await u.notifications.add_many(batch)
+        assert await u.notifications.add_many([]) == set()
+        await u.commit()
+
+    assert inserted == {"new-1", "new-2", "other-tenant"}
+    assert [n.version for n in batch] == [1, 0, 1, 1]
+    assert await count_rows(clean_db) == 4
+    async with uow() as u:
+        assert (await u.notifications.get_by_request_id("tenant-a", "r1")).id == "old"  # type: ignore[union-attr]
+
+
+# -- optimistic concurrency -------------------------------------------------------------------
+
+
+async def test_save_is_a_compare_and_set_on_the_version(uow: SqlUnitOfWorkFactory) -> None:
+    await add(uow, make("n-1"))
+    async with uow() as u:
+        first = await u.notifications.get("tenant-a", "n-1")
+    async with uow() as u:
+        second = await u.notifications.get("tenant-a", "n-1")
+
+    first.begin_attempt(at(1))
+    async with uow() as u:
+        await u.notifications.save(first)
+        await u.commit()
+    assert first.version == 2
+
+    second.cancel(at(2))
+    async with uow() as u:
+        with pytest.raises(ConcurrentUpdate):
+            await u.notifications.save(second)
+        await u.commit()
+    assert second.version == 1
+
+    async with uow() as u:
+        stored = await u.notifications.get("tenant-a", "n-1")
+    assert stored.status is Status.SENDING
+    assert stored.version == 2
+    assert len(stored.attempts) == 1
+
+
+async def test_save_writes_every_change(uow: SqlUnitOfWorkFactory) -> None:
+    await add(uow, make("n-1"))
+    async with uow() as u:
+        n = await u.notifications.get("tenant-a", "n-1")
+        n.begin_attempt(at(1))
+        n.record_failure(
+            at(2),
+            provider="webhook",
+            error_class=ErrorClass.TRANSIENT,
+            message="timeout",
+            policy=RetryPolicy(max_attempts=3, base_delay=timedelta(seconds=10)),
+            random=lambda: 1.0,
+        )
+        await u.notifications.save(n)
+        await u.commit()
+    async with uow() as u:
+        stored = await u.notifications.get("tenant-a", "n-1")
+    assert stored == n
+    assert stored.status is Status.QUEUED
+    assert stored.due_at == at(12)
+    assert stored.status_reason == "retry after transient failure: timeout"
+
+
+async def test_saving_a_notification_that_was_never_added_fails(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    async with uow() as u:
+        with pytest.raises(ConcurrentUpdate):
+            await u.notifications.save(make("ghost"))
+
+
+# -- inbox ------------------------------------------------------------------------------------
+
+
+async def test_count_unread_counts_only_delivered_in_app_of_that_tenant_and_user(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    read = delivered_in_app("read")
+    read.mark_read(at(3))
+    queued_in_app = make("queued", channel=Channel.IN_APP)
+    sent_webhook = make("webhook")
+    sent_webhook.begin_attempt(at(1))
+    sent_webhook.record_success(at(2), DeliveryResult(provider="webhook"))
+    delivered_webhook = make("webhook-delivered", request_id="r-wd")
+    delivered_webhook.begin_attempt(at(1))
+    delivered_webhook.record_success(at(2), DeliveryResult(provider="webhook", delivered=True))
+    await add(
+        uow,
+        delivered_in_app("u1"),
+        delivered_in_app("u2"),
+        read,
+        queued_in_app,
+        sent_webhook,
+        delivered_webhook,
+        delivered_in_app("other-user", user="user-2"),
+        delivered_in_app("other-tenant", tenant="tenant-b"),
+    )
+    async with uow() as u:
+        assert await u.notifications.count_unread("tenant-a", "user-1") == 2
+        assert await u.notifications.count_unread("tenant-a", "user-2") == 1
+        assert await u.notifications.count_unread("tenant-b", "user-1") == 1
+        assert await u.notifications.count_unread("tenant-a", "nobody") == 0
+
+
+# -- unit of work -----------------------------------------------------------------------------
+
+
+async def test_the_unit_of_work_rolls_back_what_was_not_committed(
+    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
+) -> None:
+    async with uow() as u:
+        assert await u.notifications.add(make("n-1"))
+        await u.tenants.add(Tenant("tenant-a", "whsec_x"), T0)
+        # Visible inside its own transaction...
+        assert (await u.notifications.get("tenant-a", "n-1")).id == "n-1"
+    # ...and gone after.
+    assert await count_rows(clean_db) == 0
+    assert await count_rows(clean_db, "tenants") == 0
+
+
+async def test_the_unit_of_work_rolls_back_when_an_exception_escapes(
+    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
+) -> None:
+    class Boom(Exception):
+        pass
+
+    async def add_then_fail() -> None:
+        async with uow() as u:
+            await u.notifications.add(make("n-1"))
+            raise Boom
+
+    async def cancel_then_fail() -> None:
+        async with uow() as u:
+            n = await u.notifications.get("tenant-a", "n-2")
+            n.cancel(at(1))
+            await u.notifications.save(n)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await add_then_fail()
+    assert await count_rows(clean_db) == 0
+
+    # A committed unit of work persists; a failing one does not change it.
+    await add(uow, make("n-2"))
+    with pytest.raises(Boom):
+        await cancel_then_fail()
+    async with uow() as u:
+        assert (await u.notifications.get("tenant-a", "n-2")).status is Status.QUEUED
+
+
+async def test_uncommitted_writes_are_invisible_to_other_units_of_work(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    async with uow() as writer:
+        await writer.notifications.add(make("n-1"))
+        async with uow() as reader:
+            assert await reader.notifications.get_for_delivery("n-1") is None
+        await writer.commit()
+    async with uow() as reader:
+        assert await reader.notifications.get_for_delivery("n-1") is not None
+
+
+# -- get_many, due_without_lease --------------------------------------------------------------
+
+
+async def test_get_many_returns_the_tenants_rows_locked_for_update(
+    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
+) -> None:
+    await add(uow, make("b"), make("a"), make("c"), make("x", tenant="tenant-b"))
+    async with uow() as u:
+        found = await u.notifications.get_many("tenant-a", ["c", "a", "x", "missing"])
+        assert [n.id for n in found] == ["a", "c"]
+        assert await u.notifications.get_many("tenant-a", []) == []
+
+        # Another transaction cannot change a row get_many returned until this one ends...
+        async with clean_db.connect() as other:
+            await other.execute(sa.text("SET lock_timeout = '200ms'"))
+            with pytest.raises(sa_exc.OperationalError, match="lock"):
+                await other.execute(
+                    sa.text("UPDATE notifications SET status_reason = 'x' WHERE id = 'a'")
+                )
+            await other.rollback()
+            # ...but rows it did not return are free.
+            await other.execute(
+                sa.text("UPDATE notifications SET status_reason = 'x' WHERE id = 'b'")
+            )
+            await other.commit()
+
+
+async def test_due_without_lease_finds_in_flight_work_that_is_due(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    sending = make("sending", now=at(-30))
+    sending.begin_attempt(at(-29))
+    sent = make("sent", now=at(-20))
+    sent.begin_attempt(at(-19))
+    sent.record_success(at(-18), DeliveryResult(provider="webhook"))
+    cancelled = make("cancelled", now=at(-40))
+    cancelled.cancel(at(-39))
+    await add(
+        uow,
+        make("queued-old", now=at(-50)),
+        make("queued-new", now=at(-10)),
+        make("scheduled", now=at(-60), scheduled_at=at(100)),
+        sending,
+        sent,
+        cancelled,
+        make("other-tenant", tenant="tenant-b", now=at(-5)),
+    )
+    async with uow() as u:
+        due = await u.notifications.due_without_lease(T0, 100)
+        assert [n.id for n in due] == ["queued-old", "sending", "queued-new", "other-tenant"]
+        limited = await u.notifications.due_without_lease(T0, 2)
+        assert [n.id for n in limited] == ["queued-old", "sending"]
+        later = await u.notifications.due_without_lease(at(100), 100)
+        assert "scheduled" in {n.id for n in later}
+
+
+# -- templates --------------------------------------------------------------------------------
+
+
+async def test_template_put_assigns_increasing_versions_per_template(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    async with uow() as u:
+        v1 = await u.templates.put(TemplateVersion("tenant-a", "welcome", 0, "", "Hi", "v1"), T0)
+        v2 = await u.templates.put(TemplateVersion("tenant-a", "welcome", 99, "", "Hi", "v2"), T0)
+        other = await u.templates.put(TemplateVersion("tenant-a", "bye", 0, "", "Bye", "b"), T0)
+        foreign = await u.templates.put(
+            TemplateVersion("tenant-b", "welcome", 0, "", "Hallo", "t-b"), T0
+        )
+        await u.commit()
+    assert (v1.version, v2.version, other.version, foreign.version) == (1, 2, 1, 1)
+
+    async with uow() as u:
+        latest = await u.templates.latest("tenant-a", "welcome")
+        assert latest == [TemplateVersion("tenant-a", "welcome", 2, "", "Hi", "v2")]
+        assert [t.body for t in await u.templates.latest("tenant-b", "welcome")] == ["t-b"]
+        assert await u.templates.latest("tenant-a", "unknown") == []
+        assert await u.templates.latest("tenant-c", "welcome") == []
+
+
+async def test_template_latest_returns_every_locale_of_the_newest_version(
+    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
+) -> None:
+    # Several locales of one version can only be written directly (put makes one version each).
+    rows = [
+        (1, "", "old"),
+        (1, "de", "alt"),
+        (2, "", "Hello"),
+        (2, "de", "Hallo"),
+        (2, "de-CH", "Grüezi"),
+    ]
+    async with clean_db.begin() as conn:
+        await conn.execute(
+            sa.insert(templates_table),
+            [
+                {
+                    "tenant_id": "tenant-a",
+                    "name": "greet",
+                    "version": v,
+                    "locale": loc,
+                    "title": "t",
+                    "body": body,
+                    "created_at": T0,
+                }
+                for v, loc, body in rows
+            ],
+        )
+    async with uow() as u:
+        latest = await u.templates.latest("tenant-a", "greet")
+        assert {(t.version, t.locale, t.body) for t in latest} == {
+            (2, "", "Hello"),
+            (2, "de", "Hallo"),
+            (2, "de-CH", "Grüezi"),
+        }
+        # A later put is version 3.
+        v3 = await u.templates.put(TemplateVersion("tenant-a", "greet", 0, "fr", "t", "Salut"), T0)
+        assert v3.version == 3
+
+
+async def test_putting_a_translation_keeps_the_other_locales_of_the_template(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    async with uow() as u:
+        await u.templates.put(TemplateVersion("tenant-a", "greet", 0, "", "t", "Hello"), T0)
+        await u.templates.put(TemplateVersion("tenant-a", "greet", 0, "de", "t", "Hallo"), T0)
+        await u.commit()
+    async with uow() as u:
+        latest = await u.templates.latest("tenant-a", "greet")
+    assert {t.locale: t.body for t in latest} == {"": "Hello", "de": "Hallo"}
+
+
+# -- API keys and tenants ---------------------------------------------------------------------
+
+
+async def test_tenant_add_and_get(uow: SqlUnitOfWorkFactory) -> None:
+    async with uow() as u:
+        await u.tenants.add(Tenant("tenant-a", "whsec_first"), T0)
+        # Adding again is a no-op: the original secret stays.
+        await u.tenants.add(Tenant("tenant-a", "whsec_second"), T0)
+        await u.tenants.add(Tenant("tenant-b", "whsec_b"), T0)
+        await u.commit()
+    async with uow() as u:
+        assert await u.tenants.get("tenant-a") == Tenant("tenant-a", "whsec_first")
+        assert await u.tenants.get("tenant-b") == Tenant("tenant-b", "whsec_b")
+        assert await u.tenants.get("tenant-c") is None
+
+
+async def test_api_keys_are_found_by_hash_only(uow: SqlUnitOfWorkFactory) -> None:
+    key_hash = hashlib.sha256(b"nfy_secret-key").digest()
+    revoked_hash = hashlib.sha256(b"nfy_old-key").digest()
+    async with uow() as u:
+        await u.tenants.add(Tenant("tenant-a", "whsec_x"), T0)
+        await u.api_keys.add(ApiKeyRecord("k1", "tenant-a", "svc-orders", False), key_hash, T0)
+        await u.api_keys.add(ApiKeyRecord("k0", "tenant-a", "svc-old", True), revoked_hash, T0)
+        await u.commit()
+    async with uow() as u:
+        assert await u.api_keys.find_by_hash(key_hash) == ApiKeyRecord(
+            "k1", "tenant-a", "svc-orders", revoked=False
+        )
+        assert await u.api_keys.find_by_hash(revoked_hash) == ApiKeyRecord(
+            "k0", "tenant-a", "svc-old", revoked=True
+        )
+        assert await u.api_keys.find_by_hash(hashlib.sha256(b"other").digest()) is None
+
+
+async def test_an_api_key_needs_an_existing_tenant_and_a_unique_hash(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    key_hash = hashlib.sha256(b"k").digest()
+    with pytest.raises(sa_exc.IntegrityError):
+        async with uow() as u:
+            await u.api_keys.add(ApiKeyRecord("k1", "no-tenant", "svc", False), key_hash, T0)
+    async with uow() as u:
+        await u.tenants.add(Tenant("tenant-a", "whsec_x"), T0)
+        await u.api_keys.add(ApiKeyRecord("k1", "tenant-a", "svc", False), key_hash, T0)
+        await u.commit()
+    with pytest.raises(sa_exc.IntegrityError):
+        async with uow() as u:
+            await u.api_keys.add(ApiKeyRecord("k2", "tenant-a", "svc", False), key_hash, T0)
+
+
+# -- bulk jobs --------------------------------------------------------------------------------
+
+
+async def test_bulk_job_add_get_and_save(uow: SqlUnitOfWorkFactory) -> None:
+    job = BulkJob("job-1", "tenant-a", "svc-orders", "bulk-req", "fp", 3, 0, T0)
+    async with uow() as u:
+        assert await u.bulk_jobs.add(job) is True
+        assert (
+            await u.bulk_jobs.add(
+                BulkJob("job-2", "tenant-a", "svc-orders", "bulk-req", "fp2", 9, 0, T0)
+            )
+            is False
+        )
+        assert (
+            await u.bulk_jobs.add(
+                BulkJob("job-3", "tenant-b", "svc-orders", "bulk-req", "fp", 1, 0, T0)
+            )
+            is True
+        )
+        await u.commit()
+
+    async with uow() as u:
+        loaded = await u.bulk_jobs.get_by_request_id("tenant-a", "bulk-req")
+        assert loaded == job
+        assert loaded is not None
+        assert loaded.created_at.utcoffset() is not None
+        assert await u.bulk_jobs.get_by_request_id("tenant-a", "other") is None
+        assert (await u.bulk_jobs.get_by_request_id("tenant-b", "bulk-req")).id == "job-3"  # type: ignore[union-attr]
+
+        loaded.accepted_count = 2
+        loaded.recipient_count = 3
+        await u.bulk_jobs.save(loaded)
+        await u.commit()
+
+    async with uow() as u:
+        again = await u.bulk_jobs.get_by_request_id("tenant-a", "bulk-req")
+    assert again is not None
+    assert (again.recipient_count, again.accepted_count) == (3, 2)
+    assert again.request_fingerprint == "fp"
+
+
+# -- a bigger batch ---------------------------------------------------------------------------
+
+
+async def test_add_many_of_a_large_batch_round_trips(uow: SqlUnitOfWorkFactory) -> None:
+    rng = random.Random(7)
+    batch = [
+        make(
+            f"n-{i:04d}",
+            priority=rng.choice(list(Priority)),
+            channel=rng.choice([Channel.WEBHOOK, Channel.IN_APP, Channel.EMAIL]),
+            now=at(i),
+        )
+        for i in range(300)
+    ]
+    async with uow() as u:
+        assert await u.notifications.add_many(batch) == {n.id for n in batch}
+        await u.commit()
+    async with uow() as u:
+        loaded = await u.notifications.get_many("tenant-a", [n.id for n in batch])
+    assert loaded == batch
+    assert all(n.created_at.tzinfo is not None for n in loaded)
+    assert loaded[-1].created_at.astimezone(UTC) == at(299).astimezone(UTC)
