@@ -7,9 +7,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+CHANNELS = ("EMAIL", "SMS", "PUSH", "WEBHOOK", "IN_APP")
+MAX_ATTEMPTS_LIMIT = 100
+
 
 class ConfigError(ValueError):
     pass
+
+
+def _attempts_by_channel(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    found = []
+    for channel in CHANNELS:
+        raw = env.get(f"NOTIFYD_MAX_ATTEMPTS_{channel}")
+        if raw is None:
+            continue
+        try:
+            found.append((channel, int(raw)))
+        except ValueError as error:
+            raise ConfigError(f"NOTIFYD_MAX_ATTEMPTS_{channel}: {error}") from error
+    return tuple(found)
 
 
 def _bool(value: str) -> bool:
@@ -33,7 +49,9 @@ class Settings:
     lease_seconds: float = 30.0
     poll_interval_seconds: float = 0.05
     starvation_seconds: float = 30.0
+    # Default for every channel; NOTIFYD_MAX_ATTEMPTS_<CHANNEL> (e.g. _WEBHOOK) overrides one.
     max_attempts: int = 5
+    max_attempts_by_channel: tuple[tuple[str, int], ...] = ()
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 600.0
     webhook_timeout_seconds: float = 10.0
@@ -41,6 +59,8 @@ class Settings:
     allow_private_targets: bool = False
     auth_cache_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
+    housekeeping_seconds: float = 5.0
+    reconcile_grace_seconds: float = 5.0
     log_level: str = "INFO"
 
     @classmethod
@@ -49,7 +69,7 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"NOTIFYD_{f.name.upper()}")
-            if raw is None:
+            if raw is None or f.name == "max_attempts_by_channel":
                 continue
             try:
                 if f.type == "bool":
@@ -62,15 +82,21 @@ class Settings:
                     values[f.name] = raw
             except ValueError as error:
                 raise ConfigError(f"NOTIFYD_{f.name.upper()}: {error}") from error
+        values["max_attempts_by_channel"] = _attempts_by_channel(env)
         settings = replace(cls(**values), **overrides)
         settings.check()
         return settings
 
+    def attempts_for(self, channel: str) -> int:
+        return dict(self.max_attempts_by_channel).get(channel, self.max_attempts)
+
     def check(self) -> None:
         if self.worker_concurrency < 1:
             raise ConfigError("NOTIFYD_WORKER_CONCURRENCY must be at least 1")
-        if self.max_attempts < 1:
-            raise ConfigError("NOTIFYD_MAX_ATTEMPTS must be at least 1")
+        for name, value in (("", self.max_attempts), *self.max_attempts_by_channel):
+            if not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+                suffix = f"_{name}" if name else ""
+                raise ConfigError(f"NOTIFYD_MAX_ATTEMPTS{suffix} must be 1 to {MAX_ATTEMPTS_LIMIT}")
         if self.lease_seconds <= self.webhook_timeout_seconds:
             raise ConfigError("NOTIFYD_LEASE_SECONDS must exceed NOTIFYD_WEBHOOK_TIMEOUT_SECONDS")
 

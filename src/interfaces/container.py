@@ -12,6 +12,7 @@ from dependency_injector import containers, providers
 from application.use_cases.administration import CreateApiKey, PutTemplate
 from application.use_cases.authenticate import AuthenticateApiKey
 from application.use_cases.bulk_send import BulkSend
+from application.use_cases.dead_letters import ListDeadLetters, ReplayDeadLetters
 from application.use_cases.deliver_notification import DeliverNotification
 from application.use_cases.inbox import GetUnreadCount, MarkAsRead
 from application.use_cases.manage_notification import CancelNotification, GetNotification
@@ -53,12 +54,14 @@ def _senders(webhook: WebhookSender, in_app: InAppSender) -> dict[Channel, objec
 
 
 def _retry_policies(settings: Settings) -> dict[Channel, RetryPolicy]:
-    policy = RetryPolicy(
-        max_attempts=settings.max_attempts,
-        base_delay=timedelta(seconds=settings.retry_base_seconds),
-        max_delay=timedelta(seconds=settings.retry_max_seconds),
-    )
-    return dict.fromkeys(Channel, policy)
+    return {
+        channel: RetryPolicy(
+            max_attempts=settings.attempts_for(channel.value),
+            base_delay=timedelta(seconds=settings.retry_base_seconds),
+            max_delay=timedelta(seconds=settings.retry_max_seconds),
+        )
+        for channel in Channel
+    }
 
 
 class Container(containers.DeclarativeContainer):
@@ -118,8 +121,17 @@ class Container(containers.DeclarativeContainer):
         retry_policies,
         clock,
         providers.Object(random.random),
+        lease=providers.Factory(timedelta, seconds=settings.provided.lease_seconds),
     )
-    reconcile = providers.Singleton(ReconcileQueue, uow, scheduler, clock)
+    reconcile = providers.Singleton(
+        ReconcileQueue,
+        uow,
+        scheduler,
+        clock,
+        grace=providers.Factory(timedelta, seconds=settings.provided.reconcile_grace_seconds),
+    )
+    list_dead_letters = providers.Singleton(ListDeadLetters, uow)
+    replay_dead_letters = providers.Singleton(ReplayDeadLetters, uow, scheduler, clock)
     create_api_key = providers.Singleton(CreateApiKey, uow, clock, ids)
     put_template = providers.Singleton(PutTemplate, uow, renderer, clock)
 
@@ -131,6 +143,8 @@ class Container(containers.DeclarativeContainer):
         cancel_notification,
         mark_as_read,
         unread_count,
+        list_dead_letters,
+        replay_dead_letters,
     )
     api_server = providers.Factory(
         ApiServer,
@@ -148,6 +162,7 @@ class Container(containers.DeclarativeContainer):
         concurrency=settings.provided.worker_concurrency,
         lease=providers.Factory(timedelta, seconds=settings.provided.lease_seconds),
         poll_interval=settings.provided.poll_interval_seconds,
+        housekeeping_interval=settings.provided.housekeeping_seconds,
     )
 
 

@@ -13,14 +13,23 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from infrastructure.embedded import EmbeddedPostgres
-from infrastructure.persistence.migrations_runner import alembic_config, upgrade_to_head
+from infrastructure.persistence.migrations_runner import (
+    MIGRATIONS_DIR,
+    alembic_config,
+    upgrade_to_head,
+)
 from infrastructure.persistence.tables import metadata
 
 pytestmark = pytest.mark.integration
 
 APP_TABLES = {"tenants", "api_keys", "templates", "bulk_jobs", "notifications"}
+
+
+# The newest migration, read from the scripts (so adding a migration does not break this file).
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 def schema_diff(url: str) -> list[Any]:
@@ -70,16 +79,19 @@ def test_the_migrated_schema_matches_the_table_metadata(database_url: str) -> No
     assert schema_diff(database_url) == []
     tables, revision, indexes = inspect(database_url)
     assert tables >= APP_TABLES
-    assert revision == "0001"
+    assert revision == HEAD
     # compare_metadata does not look at partial-index predicates: check them here.
     unread = indexes["ix_notifications_unread"]
-    in_flight = indexes["ix_notifications_in_flight_due"]
+    in_flight = indexes["ix_notifications_in_flight"]
+    dead_letters = indexes["ix_notifications_dead_letters"]
     assert unread["column_names"] == ["tenant_id", "user_id"]
     assert "IN_APP" in unread["dialect_options"]["postgresql_where"]
     assert "DELIVERED" in unread["dialect_options"]["postgresql_where"]
-    assert in_flight["column_names"] == ["due_at"]
+    assert in_flight["column_names"] == ["id"]
     assert "QUEUED" in in_flight["dialect_options"]["postgresql_where"]
     assert "SENDING" in in_flight["dialect_options"]["postgresql_where"]
+    assert dead_letters["column_names"][0] == "tenant_id"
+    assert "FAILED" in dead_letters["dialect_options"]["postgresql_where"]
 
 
 def test_downgrade_to_base_then_upgrade_to_head_on_a_scratch_database(scratch_url: str) -> None:
@@ -88,7 +100,7 @@ def test_downgrade_to_base_then_upgrade_to_head_on_a_scratch_database(scratch_ur
     upgrade_to_head(scratch_url)
     tables, revision, _ = inspect(scratch_url)
     assert tables == APP_TABLES | {"alembic_version"}
-    assert revision == "0001"
+    assert revision == HEAD
     assert schema_diff(scratch_url) == []
 
     command.downgrade(alembic_config(scratch_url), "base")
@@ -99,12 +111,13 @@ def test_downgrade_to_base_then_upgrade_to_head_on_a_scratch_database(scratch_ur
     upgrade_to_head(scratch_url)
     tables, revision, indexes = inspect(scratch_url)
     assert tables == APP_TABLES | {"alembic_version"}
-    assert revision == "0001"
+    assert revision == HEAD
     assert schema_diff(scratch_url) == []
     assert {
         "ix_notifications_tenant_user_created",
         "ix_notifications_unread",
-        "ix_notifications_in_flight_due",
+        "ix_notifications_in_flight",
+        "ix_notifications_dead_letters",
     } <= set(indexes)
 
 
@@ -129,4 +142,4 @@ def test_upgrade_to_head_is_idempotent(scratch_url: str) -> None:
     upgrade_to_head(scratch_url)
     tables, revision, _ = inspect(scratch_url)
     assert tables == APP_TABLES | {"alembic_version"}
-    assert revision == "0001"
+    assert revision == HEAD

@@ -12,7 +12,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.errors import ConcurrentUpdate
-from application.ports.repositories import ApiKeyRecord, TemplateVersion, Tenant
+from application.ports.repositories import (
+    ApiKeyRecord,
+    DeadLetterQuery,
+    PageCursor,
+    TemplateVersion,
+    Tenant,
+)
 from domain.bulk_job import BulkJob
 from domain.errors import NotFound
 from domain.notification import (
@@ -56,6 +62,7 @@ def make(
     expires_at: datetime | None = None,
     metadata: dict[str, str] | None = None,
     rendered: Rendered | None = None,
+    category: str = "order_shipped",
 ) -> Notification:
     address = {
         Channel.WEBHOOK: Address.parse("webhook_url", "https://hooks.example.com/in?x=1"),
@@ -68,7 +75,7 @@ def make(
             user_id=user,
             channel=channel,
             priority=priority,
-            category="order_shipped",
+            category=category,
             content=Content("Shipped ✓", "Your order 42 is on its way"),
             address=address,
             scheduled_at=scheduled_at,
@@ -409,7 +416,7 @@ async def test_uncommitted_writes_are_invisible_to_other_units_of_work(
         assert await reader.notifications.get_for_delivery("n-1") is not None
 
 
-# -- get_many, due_without_lease --------------------------------------------------------------
+# -- get_many, in_flight, list_failed --------------------------------------------------------------
 
 
 async def test_get_many_returns_the_tenants_rows_locked_for_update(
@@ -436,7 +443,7 @@ async def test_get_many_returns_the_tenants_rows_locked_for_update(
             await other.commit()
 
 
-async def test_due_without_lease_finds_in_flight_work_that_is_due(
+async def test_in_flight_pages_unsettled_work_by_id_across_tenants(
     uow: SqlUnitOfWorkFactory,
 ) -> None:
     sending = make("sending", now=at(-30))
@@ -457,12 +464,79 @@ async def test_due_without_lease_finds_in_flight_work_that_is_due(
         make("other-tenant", tenant="tenant-b", now=at(-5)),
     )
     async with uow() as u:
-        due = await u.notifications.due_without_lease(T0, 100)
-        assert [n.id for n in due] == ["queued-old", "sending", "queued-new", "other-tenant"]
-        limited = await u.notifications.due_without_lease(T0, 2)
-        assert [n.id for n in limited] == ["queued-old", "sending"]
-        later = await u.notifications.due_without_lease(at(100), 100)
-        assert "scheduled" in {n.id for n in later}
+        everything = await u.notifications.in_flight("", 100)
+        assert [e.id for e in everything] == [
+            "other-tenant",
+            "queued-new",
+            "queued-old",
+            "scheduled",
+            "sending",
+        ]
+        by_id = {e.id: e for e in everything}
+        assert by_id["sending"].status is Status.SENDING
+        assert by_id["scheduled"].due_at == at(100)
+        assert by_id["queued-old"].priority is Priority.MEDIUM
+        first = await u.notifications.in_flight("", 2)
+        rest = await u.notifications.in_flight(first[-1].id, 100)
+        assert [e.id for e in first + rest] == [e.id for e in everything]
+
+
+async def _failed(
+    uow: SqlUnitOfWorkFactory,
+    id: str,
+    failed_at: datetime,
+    *,
+    channel: Channel = Channel.WEBHOOK,
+    category: str = "order_shipped",
+    error: ErrorClass = ErrorClass.PERMANENT,
+    tenant: str = "tenant-a",
+) -> None:
+    n = make(
+        id,
+        tenant=tenant,
+        channel=channel,
+        category=category,
+        now=failed_at - timedelta(seconds=2),
+    )
+    n.begin_attempt(failed_at - timedelta(seconds=1))
+    n.record_failure(
+        failed_at,
+        provider="webhook",
+        error_class=error,
+        message="boom",
+        policy=RetryPolicy(max_attempts=1),
+        random=lambda: 0.5,
+    )
+    await add(uow, n)
+
+
+async def test_list_failed_filters_orders_newest_first_and_pages_by_keyset(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    await _failed(uow, "f1", at(10))
+    await _failed(uow, "f2", at(20), error=ErrorClass.TRANSIENT)
+    await _failed(uow, "f3", at(30), category="invoice")
+    await _failed(uow, "f4", at(40), channel=Channel.IN_APP)
+    await _failed(uow, "other", at(50), tenant="tenant-b")
+    await add(uow, make("queued"))
+    async with uow() as u:
+        page = await u.notifications.list_failed("tenant-a", DeadLetterQuery(), 10, None)
+        assert [n.id for n in page] == ["f4", "f3", "f2", "f1"]
+        first = await u.notifications.list_failed("tenant-a", DeadLetterQuery(), 2, None)
+        after = PageCursor(first[-1].updated_at, first[-1].id)
+        second = await u.notifications.list_failed("tenant-a", DeadLetterQuery(), 2, after)
+        assert [n.id for n in first + second] == ["f4", "f3", "f2", "f1"]
+
+        async def ids(query: DeadLetterQuery) -> list[str]:
+            return [n.id for n in await u.notifications.list_failed("tenant-a", query, 10, None)]
+
+        assert await ids(DeadLetterQuery(channel=Channel.IN_APP)) == ["f4"]
+        assert await ids(DeadLetterQuery(category="invoice")) == ["f3"]
+        assert await ids(DeadLetterQuery(error_class="TRANSIENT")) == ["f2"]
+        assert await ids(DeadLetterQuery(failed_from=at(20), failed_before=at(40))) == [
+            "f3",
+            "f2",
+        ]
 
 
 # -- templates --------------------------------------------------------------------------------

@@ -9,7 +9,37 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from domain.bulk_job import BulkJob
-from domain.notification import Notification
+from domain.notification import Channel, Notification, Priority, Status
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """The little the reconciler needs to know about an unsettled notification."""
+
+    id: str
+    priority: Priority
+    due_at: datetime
+    status: Status
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterQuery:
+    """Filters for listing FAILED notifications; None or empty means "any"."""
+
+    channel: Channel | None = None
+    category: str = ""
+    error_class: str = ""
+    failed_from: datetime | None = None
+    failed_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    """Where the previous page ended (keyset pagination: stable under concurrent writes)."""
+
+    at: datetime
+    id: str
 
 
 class NotificationRepository(Protocol):
@@ -41,8 +71,14 @@ class NotificationRepository(Protocol):
 
     async def count_unread(self, tenant_id: str, user_id: str) -> int: ...
 
-    async def due_without_lease(self, before: datetime, limit: int) -> list[Notification]:
-        """QUEUED (or stranded SENDING) notifications due before ``before``: for the reconciler."""
+    async def in_flight(self, after_id: str, limit: int) -> list[QueueEntry]:
+        """QUEUED or SENDING notifications with id > after_id, by id: the reconciler's scan."""
+        ...
+
+    async def list_failed(
+        self, tenant_id: str, query: DeadLetterQuery, limit: int, after: PageCursor | None
+    ) -> list[Notification]:
+        """FAILED notifications, most recently failed first."""
         ...
 
 

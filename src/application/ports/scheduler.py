@@ -58,6 +58,10 @@ class Scheduler(Protocol):
         """Return items whose lease deadline passed to the ready queue. Returns how many."""
         ...
 
-    async def contains(self, notification_id: str) -> bool:
-        """Whether the id waits or is leased anywhere in the queue."""
+    async def contains_many(self, notification_ids: Sequence[str]) -> list[bool]:
+        """For each id, whether it waits or is leased anywhere in the queue."""
+        ...
+
+    async def run_id(self) -> str:
+        """Identifies the queue's storage instance; a change means its contents may be gone."""
         ...

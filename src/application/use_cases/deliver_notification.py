@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
-from application.errors import ConcurrentUpdate
+from application.errors import ConcurrentUpdate, Unavailable
 from application.ports.clock import Clock
 from application.ports.repositories import UnitOfWorkFactory
 from application.ports.scheduler import Claim, Scheduler
@@ -35,7 +38,11 @@ class DeliverNotification:
         retry_policies: Mapping[Channel, RetryPolicy],
         clock: Clock,
         random: Callable[[], float],
+        lease: timedelta = timedelta(seconds=30),
+        record_patience: timedelta = timedelta(minutes=5),
     ) -> None:
+        self._lease = lease
+        self._record_patience = record_patience
         self._uow = uow
         self._scheduler = scheduler
         self._senders = senders
@@ -110,16 +117,38 @@ class DeliverNotification:
                 random=self._random,
                 retry_after=outcome.retry_after,
             )
-        async with self._uow() as uow:
-            try:
-                await uow.notifications.save(n)
-            except ConcurrentUpdate:
-                # Our lease lapsed and another worker took over: its record wins.
-                log.warning("late outcome for %s rejected: another attempt superseded it", n.id)
-                return None
-            await uow.commit()
+        if not await self._record(claim, n):
+            return None
         if n.status is Status.QUEUED:
             await self._scheduler.retry_at(claim, n.due_at, now)
         else:
             await self._scheduler.ack(claim)
         return n.status
+
+    async def _record(self, claim: Claim, n: Notification) -> bool:
+        """Write the outcome. The provider has answered, so giving up would mean sending again:
+        while Postgres is down, keep the lease alive and keep trying (bounded by patience)."""
+        give_up_at = time.monotonic() + self._record_patience.total_seconds()
+        pause = 0.1
+        loaded_version = n.version
+        while True:
+            # save() moves the version forward; a failed commit must not leave it moved.
+            n.version = loaded_version
+            try:
+                async with self._uow() as uow:
+                    await uow.notifications.save(n)
+                    await uow.commit()
+                return True
+            except ConcurrentUpdate:
+                # Our lease lapsed and another worker took over: its record wins.
+                log.warning("late outcome for %s rejected: another attempt superseded it", n.id)
+                return False
+            except Unavailable:
+                if time.monotonic() >= give_up_at:
+                    raise
+                log.warning("cannot record the outcome of %s yet; retrying in %.1fs", n.id, pause)
+                # If Redis is down too the lease may lapse; the version check still guards.
+                with contextlib.suppress(Unavailable):
+                    await self._scheduler.extend(claim, self._clock.now(), self._lease)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)

@@ -1,40 +1,78 @@
-"""ReconcileQueue: Postgres is the truth; put back into Redis whatever is due and missing."""
+"""ReconcileQueue: Postgres is the truth; put back into Redis whatever is unsettled and missing."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from application.ports.clock import Clock
 from application.ports.repositories import UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
 
 class ReconcileQueue:
+    """Scans unsettled notifications by id in slices, resuming where the last call stopped, so a
+    large backlog is covered over several calls without one call doing it all. When the queue's
+    storage was replaced (Redis restarted or flushed: its run_id changed), one call scans all."""
+
     def __init__(
         self,
         uow: UnitOfWorkFactory,
         scheduler: Scheduler,
         clock: Clock,
         grace: timedelta = timedelta(seconds=5),
-        horizon: timedelta = timedelta(days=3650),
+        batches_per_call: int = 5,
     ) -> None:
         self._uow = uow
         self._scheduler = scheduler
         self._clock = clock
         # Rows younger than the grace period may be between their commit and their enqueue.
         self._grace = grace
-        self._horizon = horizon
+        self._batches_per_call = batches_per_call
+        self._cursor = ""
+        self._run_id: str | None = None
 
-    async def execute(self, limit: int = 1000) -> int:
+    async def execute(self) -> int:
         """Returns how many notifications were re-enqueued."""
-        now = self._clock.now()
-        async with self._uow() as uow:
-            candidates = await uow.notifications.due_without_lease(now + self._horizon, limit)
-        missing = [
-            QueueItem(n.id, n.priority, n.due_at)
-            for n in candidates
-            if n.updated_at <= now - self._grace and not await self._scheduler.contains(n.id)
-        ]
-        if missing:
-            await self._scheduler.enqueue(missing, now)
-        return len(missing)
+        run_id = await self._scheduler.run_id()
+        first = self._run_id is None
+        replaced = not first and run_id != self._run_id
+        self._run_id = run_id
+        if first or replaced:
+            # At start-up the queue may have been lost while no worker watched it. Re-enqueueing
+            # a young row is harmless (enqueue is idempotent), so no grace period here.
+            if replaced:
+                log.warning("the queue's Redis was replaced (run_id changed): rebuilding it")
+            self._cursor = ""
+            return await self._scan(batches=None, grace=timedelta(0))
+        return await self._scan(batches=self._batches_per_call, grace=self._grace)
+
+    async def _scan(self, batches: int | None, grace: timedelta) -> int:
+        requeued = 0
+        done = 0
+        while batches is None or done < batches:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                entries = await uow.notifications.in_flight(self._cursor, BATCH)
+            done += 1
+            if not entries:
+                self._cursor = ""
+                break
+            present = await self._scheduler.contains_many([e.id for e in entries])
+            missing = [
+                QueueItem(e.id, e.priority, e.due_at)
+                for e, here in zip(entries, present, strict=True)
+                if not here and e.updated_at <= now - grace
+            ]
+            if missing:
+                await self._scheduler.enqueue(missing, now)
+                requeued += len(missing)
+            self._cursor = entries[-1].id
+            if len(entries) < BATCH:
+                self._cursor = ""
+                break
+        return requeued

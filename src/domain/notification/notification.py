@@ -25,6 +25,7 @@ from domain.notification.values import (
 )
 
 MAX_REQUEST_ID_CHARS = 128
+REPLAY_REASON = "replayed from the dead-letter queue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,16 @@ class Notification:
         return len(self.attempts)
 
     @property
+    def attempts_this_round(self) -> int:
+        """Attempts since the last replay (all of them if never replayed): the retry budget."""
+        replayed_at = next(
+            (c.at for c in reversed(self.history) if c.reason == REPLAY_REASON), None
+        )
+        if replayed_at is None:
+            return len(self.attempts)
+        return sum(1 for a in self.attempts if a.started_at >= replayed_at)
+
+    @property
     def is_settled(self) -> bool:
         return self.status in SETTLED
 
@@ -210,7 +221,7 @@ class Notification:
             # The previous holder vanished mid-attempt; its outcome is unknown.
             self._abandon_open_attempt(now)
             reason = "previous attempt abandoned"
-            if max_attempts is not None and len(self.attempts) >= max_attempts:
+            if max_attempts is not None and self.attempts_this_round >= max_attempts:
                 # A notification that keeps killing workers must not be retried for ever.
                 self._move(
                     Status.FAILED,
@@ -257,12 +268,11 @@ class Notification:
         if permanent:
             self._move(Status.FAILED, now, f"permanent failure: {message}")
             return
-        if not policy.allows_another(len(self.attempts)):
-            self._move(
-                Status.FAILED, now, f"gave up after {len(self.attempts)} attempts: {message}"
-            )
+        made = self.attempts_this_round
+        if not policy.allows_another(made):
+            self._move(Status.FAILED, now, f"gave up after {made} attempts: {message}")
             return
-        retry_at = policy.next_attempt_at(now, len(self.attempts), random, retry_after)
+        retry_at = policy.next_attempt_at(now, made, random, retry_after)
         if self.expires_at is not None and retry_at >= self.expires_at:
             self._move(Status.EXPIRED, now, "expires before the next attempt is due")
             return
@@ -283,6 +293,17 @@ class Notification:
             raise PreconditionFailed(f"notification {self.id}", "has not reached expires_at")
         self._abandon_open_attempt(now)
         self._move(Status.EXPIRED, now, "expires_at passed before it could be sent")
+
+    def replay(self, now: datetime) -> None:
+        """Queue a dead letter again, now, with a fresh retry budget; id and history stay."""
+        if self.status is not Status.FAILED:
+            raise IllegalTransition(f"notification {self.id}", self.status, "replayed")
+        if self.is_expired(now):
+            raise PreconditionFailed(
+                f"notification {self.id}", "its expires_at has passed; it can no longer be sent"
+            )
+        self.due_at = now
+        self._move(Status.QUEUED, now, REPLAY_REASON)
 
     def suppress(self, now: datetime, reason: str) -> None:
         self._move(Status.SUPPRESSED, now, reason)

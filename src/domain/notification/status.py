@@ -31,12 +31,16 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.READ: frozenset(),
     Status.SUPPRESSED: frozenset(),
     Status.CANCELLED: frozenset(),
-    Status.FAILED: frozenset(),
+    # A dead letter an operator replays goes back to the queue (same id, history kept).
+    Status.FAILED: frozenset({Status.QUEUED}),
     Status.EXPIRED: frozenset(),
 }
 
-# Nothing further happens to a notification in one of these states.
-TERMINAL: frozenset[Status] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+# Nothing further happens to a notification in one of these states by itself; only an
+# operator's replay takes a FAILED one (a dead letter) back to the queue.
+TERMINAL: frozenset[Status] = frozenset(
+    {Status.READ, Status.SUPPRESSED, Status.CANCELLED, Status.FAILED, Status.EXPIRED}
+)
 
 # States in which the outcome of sending is settled (the provider accepted it, or it never will).
 SETTLED: frozenset[Status] = TERMINAL | {Status.SENT, Status.DELIVERED}

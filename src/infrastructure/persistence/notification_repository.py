@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.errors import ConcurrentUpdate
+from application.ports.repositories import DeadLetterQuery, PageCursor, QueueEntry
 from domain.errors import NotFound
-from domain.notification import Channel, Notification, Status
+from domain.notification import Channel, Notification, Priority, Status
 from infrastructure.persistence.notification_rows import from_row, to_row
 from infrastructure.persistence.tables import notifications as t
+
+IN_FLIGHT = (Status.QUEUED.value, Status.SENDING.value)
 
 
 class SqlNotificationRepository:
@@ -123,14 +125,40 @@ class SqlNotificationRepository:
         )
         return int((await self._conn.execute(stmt)).scalar_one())
 
-    async def due_without_lease(self, before: datetime, limit: int) -> list[Notification]:
+    async def in_flight(self, after_id: str, limit: int) -> list[QueueEntry]:
+        stmt = (
+            sa.select(t.c.id, t.c.priority, t.c.due_at, t.c.status, t.c.updated_at)
+            .where(t.c.status.in_(IN_FLIGHT), t.c.id > after_id)
+            .order_by(t.c.id)
+            .limit(limit)
+        )
+        rows = (await self._conn.execute(stmt)).all()
+        return [
+            QueueEntry(r.id, Priority(r.priority), r.due_at, Status(r.status), r.updated_at)
+            for r in rows
+        ]
+
+    async def list_failed(
+        self, tenant_id: str, query: DeadLetterQuery, limit: int, after: PageCursor | None
+    ) -> list[Notification]:
+        conditions = [t.c.tenant_id == tenant_id, t.c.status == Status.FAILED.value]
+        if query.channel is not None:
+            conditions.append(t.c.channel == query.channel.value)
+        if query.category:
+            conditions.append(t.c.category == query.category)
+        if query.error_class:
+            last_error = t.c.attempts.op("->")(sa.literal(-1)).op("->>")(sa.literal("error_class"))
+            conditions.append(last_error == query.error_class)
+        if query.failed_from is not None:
+            conditions.append(t.c.updated_at >= query.failed_from)
+        if query.failed_before is not None:
+            conditions.append(t.c.updated_at < query.failed_before)
+        if after is not None:
+            conditions.append(sa.tuple_(t.c.updated_at, t.c.id) < sa.tuple_(after.at, after.id))
         stmt = (
             sa.select(t)
-            .where(
-                t.c.status.in_([Status.QUEUED.value, Status.SENDING.value]),
-                t.c.due_at <= before,
-            )
-            .order_by(t.c.due_at)
+            .where(*conditions)
+            .order_by(t.c.updated_at.desc(), t.c.id.desc())
             .limit(limit)
         )
         rows = (await self._conn.execute(stmt)).mappings().all()

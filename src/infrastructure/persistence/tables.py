@@ -103,8 +103,15 @@ notifications = sa.Table(
         postgresql_where=sa.text("channel = 'IN_APP' AND status = 'DELIVERED'"),
     ),
     sa.Index(
-        "ix_notifications_in_flight_due",
-        "due_at",
+        "ix_notifications_in_flight",
+        "id",
         postgresql_where=sa.text("status IN ('QUEUED', 'SENDING')"),
+    ),
+    sa.Index(
+        "ix_notifications_dead_letters",
+        "tenant_id",
+        sa.text("updated_at DESC"),
+        sa.text("id DESC"),
+        postgresql_where=sa.text("status = 'FAILED'"),
     ),
 )

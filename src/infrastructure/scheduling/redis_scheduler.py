@@ -196,4 +196,18 @@ class RedisScheduler:
 
     async def contains(self, notification_id: str) -> bool:
         """Whether the id is ready, delayed or leased."""
-        return bool(await self._run(self._contains, notification_id))
+        return (await self.contains_many([notification_id]))[0]
+
+    async def contains_many(self, notification_ids: Sequence[str]) -> list[bool]:
+        """For each id, whether it is ready, delayed or leased (one round trip)."""
+        if not notification_ids:
+            return []
+        return [bool(f) for f in await self._run(self._contains, *notification_ids)]
+
+    async def run_id(self) -> str:
+        """The Redis server's run_id: it changes when the server restarts (possibly empty)."""
+        try:
+            info = await self._client.info("server")
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise Unavailable("redis", str(error)) from error
+        return str(info["run_id"])

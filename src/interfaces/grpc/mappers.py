@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from application.ports.repositories import DeadLetterQuery
 from application.use_cases.bulk_send import BulkOutcome
 from application.use_cases.commands import (
     AddressInput,
@@ -246,4 +247,21 @@ def bulk_response(outcome: BulkOutcome) -> svc.BulkSendResponse:
         results=results,
         accepted_count=outcome.accepted,
         refused_count=len(outcome.results) - outcome.accepted,
+    )
+
+
+def dead_letter_query(request: svc.ListDeadLettersRequest) -> DeadLetterQuery:
+    v = Violations()
+    channel = None
+    if request.channel != pb.CHANNEL_UNSPECIFIED:
+        channel = _channel(request.channel, v)
+    failed_from = _time(request, "start_time", v)
+    failed_before = _time(request, "end_time", v)
+    v.raise_if_any()
+    return DeadLetterQuery(
+        channel=channel,
+        category=request.category,
+        error_class=request.error_class,
+        failed_from=failed_from,
+        failed_before=failed_before,
     )

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import grpc
 
 from application.use_cases.bulk_send import BulkSend
+from application.use_cases.dead_letters import ListDeadLetters, ReplayDeadLetters
 from application.use_cases.inbox import GetUnreadCount, MarkAsRead
 from application.use_cases.manage_notification import CancelNotification, GetNotification
 from application.use_cases.send_notification import SendNotification
@@ -47,6 +48,8 @@ class NotificationServicer(svc_grpc.NotificationServiceServicer):
         cancel: CancelNotification,
         mark_as_read: MarkAsRead,
         unread_count: GetUnreadCount,
+        list_dead_letters: ListDeadLetters,
+        replay_dead_letters: ReplayDeadLetters,
     ) -> None:
         self._send = send
         self._bulk_send = bulk_send
@@ -54,6 +57,8 @@ class NotificationServicer(svc_grpc.NotificationServiceServicer):
         self._cancel = cancel
         self._mark_as_read = mark_as_read
         self._unread_count = unread_count
+        self._list_dead_letters = list_dead_letters
+        self._replay_dead_letters = replay_dead_letters
 
     @translate_errors
     async def SendNotification(
@@ -99,3 +104,26 @@ class NotificationServicer(svc_grpc.NotificationServiceServicer):
     ) -> svc.GetUnreadCountResponse:
         count = await self._unread_count.execute(current_principal(), request.user_id)
         return svc.GetUnreadCountResponse(unread_count=count)
+
+    @translate_errors
+    async def ListDeadLetters(
+        self, request: svc.ListDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> svc.ListDeadLettersResponse:
+        page, token = await self._list_dead_letters.execute(
+            current_principal(),
+            mappers.dead_letter_query(request),
+            request.page_size,
+            request.page_token,
+        )
+        return svc.ListDeadLettersResponse(
+            notifications=[mappers.notification_to_pb(n) for n in page], next_page_token=token
+        )
+
+    @translate_errors
+    async def ReplayDeadLetters(
+        self, request: svc.ReplayDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> svc.ReplayDeadLettersResponse:
+        replayed = await self._replay_dead_letters.execute(current_principal(), list(request.ids))
+        return svc.ReplayDeadLettersResponse(
+            notifications=[mappers.notification_to_pb(n) for n in replayed]
+        )

@@ -41,6 +41,8 @@ class Worker:
         self._housekeeping_interval = housekeeping_interval
         self._max_backoff = max_backoff
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._paused_until = 0.0
+        self._failure_backoff = 0.0
         self.delivered = 0
 
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
@@ -64,6 +66,9 @@ class Worker:
         await self._drain(grace)
 
     async def _claim_batch(self) -> int:
+        if time.monotonic() < self._paused_until:
+            # Deliveries just failed for an unavailable dependency: do not claim more yet.
+            return 0
         free = self._concurrency - len(self._in_flight)
         if free <= 0:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -79,11 +84,31 @@ class Worker:
         try:
             await self._deliver.execute(claim)
             self.delivered += 1
+            self._failure_backoff = 0.0
         except Unavailable as error:
-            # The lease will lapse and the item come back: nothing is lost.
-            log.warning("delivery of %s deferred: %s", claim.notification_id, error)
+            self._failure_backoff = min(
+                max(self._failure_backoff * 2, self._poll_interval * 4), self._max_backoff
+            )
+            self._paused_until = time.monotonic() + self._failure_backoff
+            log.warning(
+                "delivery of %s deferred (%s); pausing claims for %.1fs",
+                claim.notification_id,
+                error,
+                self._failure_backoff,
+            )
+            await self._release(claim, self._failure_backoff)
+        except asyncio.CancelledError:
+            # Cut off at shutdown: hand it back now rather than when the lease lapses.
+            await asyncio.shield(self._release(claim, 0.0))
+            raise
         except Exception:
             log.exception("delivery of %s failed unexpectedly", claim.notification_id)
+
+    async def _release(self, claim: Claim, delay: float) -> None:
+        now = self._clock.now()
+        # If Redis is down too, the lease lapses and recovery returns the item instead.
+        with contextlib.suppress(Unavailable):
+            await self._scheduler.retry_at(claim, now + timedelta(seconds=delay), now)
 
     async def _housekeeping(self) -> None:
         recovered = await self._scheduler.recover_expired_leases(self._clock.now(), 1000)

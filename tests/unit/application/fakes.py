@@ -17,12 +17,15 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from application.errors import ConcurrentUpdate
+from application.errors import ConcurrentUpdate, Unavailable
 from application.ports.repositories import (
     ApiKeyRecord,
     ApiKeyRepository,
     BulkJobRepository,
+    DeadLetterQuery,
     NotificationRepository,
+    PageCursor,
+    QueueEntry,
     TemplateRepository,
     TemplateVersion,
     Tenant,
@@ -105,6 +108,8 @@ class FakeDatabase:
     commits: int = 0
     rollbacks: int = 0
     api_key_lookups: int = 0
+    # The next this-many commits fail as if Postgres were unreachable.
+    unavailable_commits: int = 0
 
     def insert(self, *notifications: Notification) -> None:
         """Seed committed rows directly (as a fixture would), version 1."""
@@ -226,11 +231,33 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
             lambda r: (r.tenant_id, r.user_id) == (tenant_id, user_id) and r.unread
         )
 
-    async def due_without_lease(self, before: datetime, limit: int) -> list[Notification]:
+    async def in_flight(self, after_id: str, limit: int) -> list[QueueEntry]:
         rows = self._rows.find(
-            lambda r: r.status in (Status.QUEUED, Status.SENDING) and r.due_at <= before
+            lambda r: r.status in (Status.QUEUED, Status.SENDING) and r.id > after_id
         )
-        return sorted(rows, key=lambda r: r.due_at)[:limit]
+        return [
+            QueueEntry(r.id, r.priority, r.due_at, r.status, r.updated_at)
+            for r in sorted(rows, key=lambda r: r.id)[:limit]
+        ]
+
+    async def list_failed(
+        self, tenant_id: str, query: DeadLetterQuery, limit: int, after: PageCursor | None
+    ) -> list[Notification]:
+        def matches(r: Notification) -> bool:
+            last_error = r.attempts[-1].error_class.value if r.attempts else ""
+            return (
+                r.tenant_id == tenant_id
+                and r.status is Status.FAILED
+                and (query.channel is None or r.channel is query.channel)
+                and (not query.category or r.category == query.category)
+                and (not query.error_class or last_error == query.error_class)
+                and (query.failed_from is None or r.updated_at >= query.failed_from)
+                and (query.failed_before is None or r.updated_at < query.failed_before)
+                and (after is None or (r.updated_at, r.id) < (after.at, after.id))
+            )
+
+        rows = sorted(self._rows.find(matches), key=lambda r: (r.updated_at, r.id), reverse=True)
+        return rows[:limit]
 
 
 class FakeBulkJobRepository(_OverlayBacked[str, BulkJob]):
@@ -356,6 +383,9 @@ class FakeUnitOfWork:
 
     async def commit(self) -> None:
         assert self.state == "open", "commit outside the unit of work"
+        if self._db.unavailable_commits > 0:
+            self._db.unavailable_commits -= 1
+            raise Unavailable("postgres", "connection refused")
         for repo in self._fakes:
             repo.flush()
         self._db.commits += 1
@@ -385,6 +415,7 @@ class FakeScheduler:
         self.retried: list[tuple[Claim, datetime]] = []
         self.removed: list[str] = []
         self.calls: list[str] = []
+        self.run = "run-1"
         self._token = 0
 
     async def enqueue(self, items: Sequence[QueueItem], now: datetime) -> None:
@@ -452,9 +483,18 @@ class FakeScheduler:
             self.waiting[c.notification_id] = QueueItem(c.notification_id, c.priority, now)
         return len(expired)
 
-    async def contains(self, notification_id: str) -> bool:
-        self.calls.append("contains")
-        return notification_id in self.waiting or notification_id in self.leased
+    async def contains_many(self, notification_ids: Sequence[str]) -> list[bool]:
+        self.calls.append("contains_many")
+        return [i in self.waiting or i in self.leased for i in notification_ids]
+
+    async def run_id(self) -> str:
+        return self.run
+
+    def lose_everything(self) -> None:
+        """What a Redis restart without persistence does: empty sets, a new run_id."""
+        self.waiting.clear()
+        self.leased.clear()
+        self.run = f"run-{int(self.run.split('-')[1]) + 1}"
 
 
 # -- senders and templates -------------------------------------------------------------------

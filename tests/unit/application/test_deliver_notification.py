@@ -296,3 +296,51 @@ async def test_a_notification_that_keeps_killing_workers_is_dead_lettered(world:
     assert sender.sent == [], "two attempts were used up; it must not be sent a third time"
     assert status is Status.FAILED
     assert world.db.row(n.id).status is Status.FAILED
+
+
+async def test_an_outcome_is_recorded_once_postgres_is_back_not_sent_again(world: World) -> None:
+    n = await send(world)
+    c = await claim(world)
+    sender = FakeSender(Channel.WEBHOOK, DeliveryResult("webhook", "msg-1"))
+    real_send = sender.send
+
+    async def send_then_lose_postgres(notification: Notification) -> DeliveryResult:
+        result = await real_send(notification)
+        world.db.unavailable_commits = 2  # the outcome's first two commits find Postgres down
+        return result
+
+    sender.send = send_then_lose_postgres  # type: ignore[method-assign]
+    commits_before = world.db.commits
+    use_case = DeliverNotification(
+        world.uow,
+        world.scheduler,
+        {Channel.WEBHOOK: sender},
+        {Channel.WEBHOOK: POLICY},
+        world.clock,
+        random=lambda: 0.5,
+        lease=LEASE,
+    )
+    assert await use_case.execute(c) is Status.SENT
+    assert len(sender.sent) == 1, "the provider answered once; it must not be asked again"
+    assert world.db.row(n.id).status is Status.SENT
+    assert world.db.commits == commits_before + 2  # begin, then the outcome once it got through
+    assert world.scheduler.acked == [c]
+
+
+async def test_attempts_since_a_replay_get_a_fresh_budget(world: World) -> None:
+    n = await send(world)
+    policy = RetryPolicy(max_attempts=1)
+    c = await claim(world)
+    sender = FakeSender(Channel.WEBHOOK, failure(ErrorClass.TRANSIENT))
+    assert await deliver(world, sender, policy=policy).execute(c) is Status.FAILED
+    row = world.db.row(n.id)
+    row.replay(world.clock.advance(timedelta(minutes=1)))
+    world.db.insert(row)
+    await world.scheduler.enqueue([QueueItem(n.id, n.priority, row.due_at)], world.clock.now())
+    c = await claim(world)
+    ok = FakeSender(Channel.WEBHOOK, DeliveryResult("webhook"))
+    assert await deliver(world, ok, policy=policy).execute(c) is Status.SENT
+    assert [a.outcome for a in world.db.row(n.id).attempts] == [
+        AttemptOutcome.TRANSIENT_FAILURE,
+        AttemptOutcome.ACCEPTED,
+    ]

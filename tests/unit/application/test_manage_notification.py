@@ -33,7 +33,7 @@ async def test_cancel_records_and_removes_from_the_scheduler(queued: World) -> N
     assert queued.db.row("n-1").status is Status.CANCELLED
     assert queued.db.row("n-1").status_reason == "cancelled by caller"
     assert queued.scheduler.removed == ["n-1"]
-    assert not await queued.scheduler.contains("n-1")
+    assert not (await queued.scheduler.contains_many(["n-1"]))[0]
 
 
 async def test_cancel_twice_is_harmless(queued: World) -> None:

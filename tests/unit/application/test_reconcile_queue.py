@@ -1,4 +1,4 @@
-"""ReconcileQueue: put back into the scheduler what Postgres says is due and the queue lost."""
+"""ReconcileQueue: re-enqueue what Postgres says is unsettled and the queue lost."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from application.ports.scheduler import QueueItem
+from application.use_cases import reconcile_queue
 from application.use_cases.reconcile_queue import ReconcileQueue
 from domain.notification import Notification, Priority
 from tests.unit.application.fakes import T0, World, delivered, make_notification
@@ -14,8 +15,10 @@ from tests.unit.application.fakes import T0, World, delivered, make_notification
 GRACE = timedelta(seconds=5)
 
 
-def reconcile(world: World) -> ReconcileQueue:
-    return ReconcileQueue(world.uow, world.scheduler, world.clock, grace=GRACE)
+def reconcile(world: World, batches_per_call: int = 5) -> ReconcileQueue:
+    return ReconcileQueue(
+        world.uow, world.scheduler, world.clock, grace=GRACE, batches_per_call=batches_per_call
+    )
 
 
 def scheduled(id: str, hours: int) -> Notification:
@@ -42,33 +45,67 @@ def rows(world: World) -> World:
     return world
 
 
-async def test_re_enqueues_only_what_is_missing_and_old_enough(rows: World) -> None:
-    assert await reconcile(rows).execute() == 3
+async def test_the_first_run_rebuilds_everything_unsettled_and_missing(rows: World) -> None:
+    assert await reconcile(rows).execute() == 4
     enqueued = {i.notification_id: i for i in rows.scheduler.enqueued}
-    assert set(enqueued) == {"lost", "stranded", "lost-later"}
+    assert set(enqueued) == {"lost", "stranded", "lost-later", "young"}
     assert enqueued["lost"] == QueueItem("lost", Priority.MEDIUM, T0)
     assert enqueued["lost-later"].due_at == T0 + timedelta(hours=48)
 
 
-async def test_a_second_run_finds_nothing_missing(rows: World) -> None:
-    await reconcile(rows).execute()
+async def test_later_runs_skip_rows_younger_than_the_grace_period(rows: World) -> None:
+    r = reconcile(rows)
+    await r.execute()
+    # Lost again between runs: only the old enough come back at once.
+    rows.scheduler.waiting.pop("lost")
+    rows.scheduler.waiting.pop("young")
     rows.scheduler.enqueued.clear()
-    assert await reconcile(rows).execute() == 0
-    assert rows.scheduler.enqueued == []
-
-
-async def test_young_rows_are_picked_up_once_the_grace_period_passes(rows: World) -> None:
-    await reconcile(rows).execute()
+    assert await r.execute() == 1
+    assert [i.notification_id for i in rows.scheduler.enqueued] == ["lost"]
     rows.clock.advance(GRACE)
-    assert await reconcile(rows).execute() == 1
+    assert await r.execute() == 1
     assert rows.scheduler.enqueued[-1].notification_id == "young"
 
 
-async def test_limit_takes_the_earliest_due_first(world: World) -> None:
-    world.db.insert(scheduled("c", 3), scheduled("a", 1), scheduled("b", 2))
+async def test_a_second_run_finds_nothing_missing(rows: World) -> None:
+    r = reconcile(rows)
+    await r.execute()
+    rows.scheduler.enqueued.clear()
+    assert await r.execute() == 0
+    assert rows.scheduler.enqueued == []
+
+
+async def test_a_replaced_queue_is_rebuilt_in_one_run(rows: World) -> None:
+    r = reconcile(rows, batches_per_call=1)
+    await r.execute()
+    rows.scheduler.lose_everything()
+    rows.scheduler.enqueued.clear()
+    assert await r.execute() == 5
+    assert {i.notification_id for i in rows.scheduler.enqueued} == {
+        "lost",
+        "present",
+        "stranded",
+        "lost-later",
+        "young",
+    }
+
+
+async def test_a_large_backlog_is_covered_in_slices(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile_queue, "BATCH", 2)
+    world.db.insert(*[make_notification(f"n{i}") for i in range(7)])
     world.clock.set(T0 + timedelta(minutes=1))
-    assert await reconcile(world).execute(limit=2) == 2
-    assert [i.notification_id for i in world.scheduler.enqueued] == ["a", "b"]
+    r = reconcile(world, batches_per_call=1)
+    await r.execute()  # the first run scans everything
+    world.scheduler.waiting.clear()
+    world.scheduler.enqueued.clear()
+    seen: list[str] = []
+    for _ in range(4):
+        await r.execute()
+        seen.extend(i.notification_id for i in world.scheduler.enqueued)
+        world.scheduler.enqueued.clear()
+    assert sorted(seen) == [f"n{i}" for i in range(7)]
 
 
 async def test_nothing_to_do_makes_no_enqueue_call(world: World) -> None:

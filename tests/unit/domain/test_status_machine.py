@@ -27,9 +27,10 @@ from tests.unit.domain.notification_builders import STEP, T0, accepted, fail, ha
 
 S = Status
 
-# The legal moves, written out by hand from DESIGN.md section 3 (plus the two documented extras
-# in status.py: SENDING -> SENDING is a rescue, SENT -> READ is a read receipt without delivery
-# receipt). Kept independent of TRANSITIONS so a change to the table has to change this too.
+# The legal moves, written out by hand from DESIGN.md section 3 (plus the documented extras in
+# status.py: SENDING -> SENDING is a rescue, SENT -> READ is a read receipt without delivery
+# receipt, FAILED -> QUEUED is an operator's replay of a dead letter). Kept independent of
+# TRANSITIONS so a change to the table has to change this too.
 EXPECTED_LEGAL: frozenset[tuple[Status, Status]] = frozenset(
     {
         (S.PENDING, S.QUEUED),
@@ -43,6 +44,7 @@ EXPECTED_LEGAL: frozenset[tuple[Status, Status]] = frozenset(
         (S.SENDING, S.SENT),
         (S.SENDING, S.QUEUED),
         (S.SENDING, S.FAILED),
+        (S.FAILED, S.QUEUED),
         (S.SENDING, S.EXPIRED),
         (S.SENT, S.DELIVERED),
         (S.SENT, S.READ),
@@ -120,6 +122,7 @@ VERB_FOR: dict[tuple[Status, Status], Verb] = {
     (S.SENT, S.DELIVERED): lambda n: n.mark_delivered(BEFORE_EXPIRY),
     (S.SENT, S.READ): lambda n: n.mark_read(BEFORE_EXPIRY),
     (S.DELIVERED, S.READ): lambda n: n.mark_read(BEFORE_EXPIRY),
+    (S.FAILED, S.QUEUED): lambda n: n.replay(BEFORE_EXPIRY),
 }
 # PENDING -> QUEUED happens inside accept() (tested below); QUEUED -> FAILED has no verb yet.
 NO_VERB = {(S.PENDING, S.QUEUED), (S.QUEUED, S.FAILED)}
@@ -167,6 +170,7 @@ VERB_ORIGINS: dict[str, tuple[Verb, dict[Status, Status | str]]] = {
         lambda n: n.mark_read(BEFORE_EXPIRY),
         {S.SENT: S.READ, S.DELIVERED: S.READ, S.READ: "same"},
     ),
+    "replay": (lambda n: n.replay(BEFORE_EXPIRY), {S.FAILED: S.QUEUED}),
 }
 
 

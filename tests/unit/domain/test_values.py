@@ -365,3 +365,15 @@ def test_max_attempts_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
     assert RetryPolicy(max_attempts=1).allows_another(0)
+
+
+def test_max_attempts_can_be_set_per_channel() -> None:
+    from infrastructure.config import ConfigError, Settings
+
+    settings = Settings.from_env({"NOTIFYD_MAX_ATTEMPTS": "4", "NOTIFYD_MAX_ATTEMPTS_WEBHOOK": "9"})
+    assert settings.attempts_for("WEBHOOK") == 9
+    assert settings.attempts_for("EMAIL") == 4
+    with pytest.raises(ConfigError, match="NOTIFYD_MAX_ATTEMPTS_SMS"):
+        Settings.from_env({"NOTIFYD_MAX_ATTEMPTS_SMS": "0"})
+    with pytest.raises(ConfigError, match="NOTIFYD_MAX_ATTEMPTS_PUSH"):
+        Settings.from_env({"NOTIFYD_MAX_ATTEMPTS_PUSH": "many"})

@@ -67,6 +67,16 @@ class NotificationServiceStub:
                 request_serializer=notify_dot_v1_dot_notification__service__pb2.GetUnreadCountRequest.SerializeToString,
                 response_deserializer=notify_dot_v1_dot_notification__service__pb2.GetUnreadCountResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/notify.v1.NotificationService/ListDeadLetters',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/notify.v1.NotificationService/ReplayDeadLetters',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -118,6 +128,20 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """ListDeadLetters pages through FAILED notifications (newest failure first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """ReplayDeadLetters queues FAILED notifications again; each keeps its id and its history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +174,16 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.GetUnreadCount,
                     request_deserializer=notify_dot_v1_dot_notification__service__pb2.GetUnreadCountRequest.FromString,
                     response_serializer=notify_dot_v1_dot_notification__service__pb2.GetUnreadCountResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +351,60 @@ class NotificationService:
             '/notify.v1.NotificationService/GetUnreadCount',
             notify_dot_v1_dot_notification__service__pb2.GetUnreadCountRequest.SerializeToString,
             notify_dot_v1_dot_notification__service__pb2.GetUnreadCountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/ListDeadLetters',
+            notify_dot_v1_dot_notification__service__pb2.ListDeadLettersRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/ReplayDeadLetters',
+            notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class NotificationServiceStub:
     """MarkAsRead marks in-app notifications read. Marking one twice is harmless."""
     GetUnreadCount: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.GetUnreadCountRequest, _notification_service_pb2.GetUnreadCountResponse]
     """GetUnreadCount counts a user's delivered, unread in-app notifications."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ListDeadLettersRequest, _notification_service_pb2.ListDeadLettersResponse]
+    """ListDeadLetters pages through FAILED notifications (newest failure first)."""
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ReplayDeadLettersRequest, _notification_service_pb2.ReplayDeadLettersResponse]
+    """ReplayDeadLetters queues FAILED notifications again; each keeps its id and its history."""
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -73,6 +77,10 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """MarkAsRead marks in-app notifications read. Marking one twice is harmless."""
     GetUnreadCount: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.GetUnreadCountRequest, _notification_service_pb2.GetUnreadCountResponse]  # type: ignore[assignment]
     """GetUnreadCount counts a user's delivered, unread in-app notifications."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ListDeadLettersRequest, _notification_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """ListDeadLetters pages through FAILED notifications (newest failure first)."""
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ReplayDeadLettersRequest, _notification_service_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """ReplayDeadLetters queues FAILED notifications again; each keeps its id and its history."""
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """NotificationService accepts notifications for delivery and serves their record.
@@ -129,5 +137,21 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notification_service_pb2.GetUnreadCountResponse, _abc.Awaitable[_notification_service_pb2.GetUnreadCountResponse]]:
         """GetUnreadCount counts a user's delivered, unread in-app notifications."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _notification_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_notification_service_pb2.ListDeadLettersResponse]]:
+        """ListDeadLetters pages through FAILED notifications (newest failure first)."""
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _notification_service_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_notification_service_pb2.ReplayDeadLettersResponse]]:
+        """ReplayDeadLetters queues FAILED notifications again; each keeps its id and its history."""
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,105 @@
+"""ListDeadLetters and ReplayDeadLetters: FAILED notifications, and sending them again."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+
+from application.fingerprint import fingerprint
+from application.ports.clock import Clock
+from application.ports.repositories import DeadLetterQuery, PageCursor, UnitOfWorkFactory
+from application.ports.scheduler import Scheduler
+from application.principal import Principal
+from application.use_cases.inbox import MAX_IDS_PER_CALL
+from application.use_cases.send_notification import queue_item
+from domain.errors import NotFound, ValidationFailed
+from domain.notification import Notification
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def _filters_key(query: DeadLetterQuery) -> str:
+    return fingerprint(asdict(query))[:16]
+
+
+def encode_page_token(cursor: PageCursor, query: DeadLetterQuery) -> str:
+    raw = json.dumps({"at": cursor.at.isoformat(), "id": cursor.id, "q": _filters_key(query)})
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_page_token(token: str, query: DeadLetterQuery) -> PageCursor | None:
+    """AIP-158: a token is opaque, and only valid with the filters that produced it."""
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        cursor = PageCursor(datetime.fromisoformat(data["at"]), str(data["id"]))
+        issued_for = data["q"]
+    except (binascii.Error, ValueError, KeyError, TypeError) as error:
+        raise ValidationFailed.single("page_token", "is not a token this API issued") from error
+    if issued_for != _filters_key(query):
+        raise ValidationFailed.single(
+            "page_token", "was issued for other filters; repeat the same filters or drop it"
+        )
+    return cursor
+
+
+class ListDeadLetters:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def execute(
+        self, principal: Principal, query: DeadLetterQuery, page_size: int, page_token: str
+    ) -> tuple[list[Notification], str]:
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise ValidationFailed.single("page_size", f"must be 0 to {MAX_PAGE_SIZE}")
+        if (
+            query.failed_from is not None
+            and query.failed_before is not None
+            and query.failed_before <= query.failed_from
+        ):
+            raise ValidationFailed.single("end_time", "must be after start_time")
+        size = page_size or DEFAULT_PAGE_SIZE
+        after = decode_page_token(page_token, query)
+        async with self._uow() as uow:
+            # One extra row tells whether another page follows.
+            found = await uow.notifications.list_failed(principal.tenant_id, query, size + 1, after)
+        page = found[:size]
+        token = ""
+        if len(found) > size:
+            last = page[-1]
+            token = encode_page_token(PageCursor(last.updated_at, last.id), query)
+        return page, token
+
+
+class ReplayDeadLetters:
+    def __init__(self, uow: UnitOfWorkFactory, scheduler: Scheduler, clock: Clock) -> None:
+        self._uow = uow
+        self._scheduler = scheduler
+        self._clock = clock
+
+    async def execute(self, principal: Principal, ids: Sequence[str]) -> list[Notification]:
+        """All or nothing: an unknown id or one that is not FAILED changes nothing."""
+        if not ids:
+            raise ValidationFailed.single("ids", "at least one id is required")
+        if len(ids) > MAX_IDS_PER_CALL:
+            raise ValidationFailed.single("ids", f"at most {MAX_IDS_PER_CALL} ids per call")
+        unique = list(dict.fromkeys(ids))
+        now = self._clock.now()
+        async with self._uow() as uow:
+            found = {n.id: n for n in await uow.notifications.get_many(principal.tenant_id, unique)}
+            for value in unique:
+                if value not in found:
+                    raise NotFound("notification", value)
+            replayed = [found[value] for value in unique]
+            for n in replayed:
+                n.replay(now)
+                await uow.notifications.save(n)
+            await uow.commit()
+        await self._scheduler.enqueue([queue_item(n) for n in replayed], now)
+        return replayed
