@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: setup run test test-unit test-integration test-e2e gen gen-check lint buf-lint ci clean
+.PHONY: setup run test test-unit test-integration test-e2e test-faults gen gen-check lint buf-lint ci clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ setup: $(STAMP)
 run: setup  ## start notifyd with embedded Postgres and Redis on 127.0.0.1:50051
 	$(BIN)/notifyd dev
 
-test: setup  ## every test: unit, integration (real Postgres/Redis/HTTP), e2e (server + grpcurl)
+test: setup  ## every test: unit, integration (real Postgres/Redis/HTTP), e2e, faults
 	$(BIN)/pytest
 
 test-unit: setup
@@ -31,6 +31,9 @@ test-integration: setup
 
 test-e2e: setup
 	$(BIN)/pytest tests/e2e
+
+test-faults: setup  ## crash, stall and restart scenarios (part of make test too)
+	$(BIN)/pytest tests/faults -s
 
 gen: setup  ## regenerate Python code from proto/
 	$(BIN)/python scripts/generate_protos.py
