@@ -75,6 +75,10 @@ class NotificationRepository(Protocol):
         """QUEUED or SENDING notifications with id > after_id, by id: the reconciler's scan."""
         ...
 
+    async def in_flight_among(self, ids: Sequence[str]) -> list[QueueEntry]:
+        """Those of ``ids`` that are QUEUED or SENDING now."""
+        ...
+
     async def list_failed(
         self, tenant_id: str, query: DeadLetterQuery, limit: int, after: PageCursor | None
     ) -> list[Notification]:

@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from application.ports.clock import Clock
-from application.ports.repositories import UnitOfWorkFactory
+from application.ports.repositories import QueueEntry, UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,12 @@ class ReconcileQueue:
                 self._cursor = ""
                 break
             present = await self._scheduler.contains_many([e.id for e in entries])
-            missing = [
-                QueueItem(e.id, e.priority, e.due_at)
+            absent = [
+                e
                 for e, here in zip(entries, present, strict=True)
                 if not here and e.updated_at <= now - grace
             ]
+            missing = await self._still_unsettled(absent)
             if missing:
                 await self._scheduler.enqueue(missing, now)
                 requeued += len(missing)
@@ -76,3 +77,18 @@ class ReconcileQueue:
                 self._cursor = ""
                 break
         return requeued
+
+    async def _still_unsettled(self, absent: list[QueueEntry]) -> list[QueueItem]:
+        """A row read before a worker finished it looks missing once the worker acks: keep only
+        the rows that are unchanged since they were read."""
+        if not absent:
+            return []
+        async with self._uow() as uow:
+            now_rows = {
+                e.id: e for e in await uow.notifications.in_flight_among([e.id for e in absent])
+            }
+        return [
+            QueueItem(e.id, e.priority, e.due_at)
+            for e in absent
+            if (current := now_rows.get(e.id)) is not None and current.updated_at == e.updated_at
+        ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -16,6 +17,20 @@ from infrastructure.persistence.notification_rows import from_row, to_row
 from infrastructure.persistence.tables import notifications as t
 
 IN_FLIGHT = (Status.QUEUED.value, Status.SENDING.value)
+_ENTRY = (t.c.id, t.c.priority, t.c.due_at, t.c.status, t.c.updated_at)
+_IMMUTABLE = frozenset({"id", "tenant_id", "request_id", "created_at", "version"})
+
+# Built once: constructing a 25-column UPDATE per save cost more CPU than running it.
+_UPDATE = (
+    sa.update(t)
+    .where(t.c.id == sa.bindparam("row_id"), t.c.version == sa.bindparam("expected_version"))
+    .values(
+        {
+            **{c.name: sa.bindparam(c.name, type_=c.type) for c in t.c if c.name not in _IMMUTABLE},
+            "version": t.c.version + 1,
+        }
+    )
+)
 
 
 class SqlNotificationRepository:
@@ -104,14 +119,9 @@ class SqlNotificationRepository:
 
     async def save(self, notification: Notification) -> None:
         values = to_row(notification)
-        for key in ("id", "tenant_id", "request_id", "created_at"):
-            values.pop(key)
-        stmt = (
-            sa.update(t)
-            .where(t.c.id == notification.id, t.c.version == notification.version)
-            .values(**values, version=t.c.version + 1)
-        )
-        result = await self._conn.execute(stmt)
+        values["row_id"] = notification.id
+        values["expected_version"] = notification.version
+        result = await self._conn.execute(_UPDATE, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate("notification", notification.id)
         notification.version += 1
@@ -126,12 +136,21 @@ class SqlNotificationRepository:
         return int((await self._conn.execute(stmt)).scalar_one())
 
     async def in_flight(self, after_id: str, limit: int) -> list[QueueEntry]:
-        stmt = (
-            sa.select(t.c.id, t.c.priority, t.c.due_at, t.c.status, t.c.updated_at)
+        return await self._entries(
+            sa.select(*_ENTRY)
             .where(t.c.status.in_(IN_FLIGHT), t.c.id > after_id)
             .order_by(t.c.id)
             .limit(limit)
         )
+
+    async def in_flight_among(self, ids: Sequence[str]) -> list[QueueEntry]:
+        if not ids:
+            return []
+        return await self._entries(
+            sa.select(*_ENTRY).where(t.c.status.in_(IN_FLIGHT), t.c.id.in_(list(ids)))
+        )
+
+    async def _entries(self, stmt: sa.Select[Any]) -> list[QueueEntry]:
         rows = (await self._conn.execute(stmt)).all()
         return [
             QueueEntry(r.id, Priority(r.priority), r.due_at, Status(r.status), r.updated_at)

@@ -240,6 +240,14 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
             for r in sorted(rows, key=lambda r: r.id)[:limit]
         ]
 
+    async def in_flight_among(self, ids: Sequence[str]) -> list[QueueEntry]:
+        wanted = set(ids)
+        return [
+            e
+            for e in await self.in_flight("", len(self._rows.find(lambda r: True)) + 1)
+            if e.id in wanted
+        ]
+
     async def list_failed(
         self, tenant_id: str, query: DeadLetterQuery, limit: int, after: PageCursor | None
     ) -> list[Notification]:

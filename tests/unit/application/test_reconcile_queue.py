@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -111,3 +112,23 @@ async def test_a_large_backlog_is_covered_in_slices(
 async def test_nothing_to_do_makes_no_enqueue_call(world: World) -> None:
     assert await reconcile(world).execute() == 0
     assert "enqueue" not in world.scheduler.calls
+
+
+async def test_a_row_settled_during_the_scan_is_not_re_enqueued(world: World) -> None:
+    world.db.insert(make_notification("racing"))
+    world.clock.set(T0 + timedelta(minutes=1))
+    r = reconcile(world)
+    await r.execute()
+    world.scheduler.waiting.clear()
+    world.scheduler.enqueued.clear()
+    real_contains = world.scheduler.contains_many
+
+    async def worker_finishes_meanwhile(ids: Sequence[str]) -> list[bool]:
+        # Between the Postgres read and the Redis check, a worker delivers and acks it.
+        world.db.insert(delivered("racing"))
+        return await real_contains(ids)
+
+    world.scheduler.contains_many = worker_finishes_meanwhile  # type: ignore[method-assign]
+    world.clock.advance(GRACE)
+    assert await r.execute() == 0
+    assert world.scheduler.enqueued == []
