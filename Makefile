@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: setup run test test-unit test-integration test-e2e test-faults gen gen-check lint buf-lint ci clean
+BENCH_ARGS ?=
+
+.PHONY: bench setup run test test-unit test-integration test-e2e test-faults gen gen-check lint buf-lint ci clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,9 @@ test-e2e: setup
 
 test-faults: setup  ## crash, stall and restart scenarios (part of make test too)
 	$(BIN)/pytest tests/faults -s
+
+bench: setup  ## benchmarks on the embedded stack: prints a table, writes bench-results/latest.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 gen: setup  ## regenerate Python code from proto/
 	$(BIN)/python scripts/generate_protos.py
