@@ -43,9 +43,11 @@ class Worker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._paused_until = 0.0
         self._failure_backoff = 0.0
+        self._stop = asyncio.Event()
         self.delivered = 0
 
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
+        self._stop = stop
         next_housekeeping = 0.0
         backoff = self._poll_interval
         while not stop.is_set():
@@ -71,7 +73,14 @@ class Worker:
             return 0
         free = self._concurrency - len(self._in_flight)
         if free <= 0:
-            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            # Every slot is busy: wait for one to free up, or for shutdown, whichever is first.
+            stopping = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait(
+                    {*self._in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stopping.cancel()
             return 1
         claims = await self._scheduler.claim(free, self._clock.now(), self._lease)
         for claim in claims:
