@@ -24,7 +24,9 @@ from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
 
 
-def run(count: int, workers: int, lead_seconds: float = 10.0) -> dict[str, float]:
+def run(count: int, workers: int, lead_seconds: float | None = None) -> dict[str, float]:
+    # Long enough to create every notification before the first falls due.
+    lead_seconds = lead_seconds if lead_seconds is not None else 10 + count / 400
     stack = Stack(workers=workers).start()
     try:
         metadata = (("authorization", f"Bearer {stack.api_key}"),)
