@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -344,6 +345,23 @@ def send_retrying(
         result.notification_id = response.notification.id
         result.accepted_at = time.time()
         return result
+
+
+def accept_webhooks(
+    stub: svc_grpc.NotificationServiceStub, caller: Caller, url: str, count: int, prefix: str
+) -> set[str]:
+    """Send ``count`` webhook notifications to ``url`` (retrying UNAVAILABLE); their ids."""
+    accepted: set[str] = set()
+    for _ in range(count):
+        result = send_retrying(
+            stub,
+            caller,
+            webhook_request(f"{prefix}-{uuid.uuid4()}", url),
+            until=time.monotonic() + 10,
+        )
+        assert result.accepted, result
+        accepted.add(result.notification_id)
+    return accepted
 
 
 # -- the cluster --------------------------------------------------------------------------------

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 
 import pytest
 
 from domain.notification import AttemptOutcome, Status
 from tests.faults.harness import (
     Cluster,
+    accept_webhooks,
     all_delivered,
     assert_nothing_lost_or_stuck,
-    send_retrying,
     summary,
     wait_for,
     wait_until,
-    webhook_request,
 )
 
 pytestmark = pytest.mark.faults
@@ -39,16 +37,7 @@ def test_sigstopped_worker_cannot_overwrite_newer_attempts(cluster: Cluster) -> 
     api = cluster.start_api()
     caller = cluster.issue_key()
     cluster.sink.control(status=200, delay=2.0)
-    accepted: set[str] = set()
-    for _ in range(COUNT):
-        result = send_retrying(
-            api.stub,
-            caller,
-            webhook_request(f"s2-{uuid.uuid4()}", cluster.sink_url),
-            until=time.monotonic() + 10,
-        )
-        assert result.accepted, result
-        accepted.add(result.notification_id)
+    accepted = accept_webhooks(api.stub, caller, cluster.sink_url, COUNT, "s2")
 
     started = time.monotonic()
     (frozen,) = cluster.start_workers(1, worker_concurrency=str(COUNT), lease_seconds=str(LEASE))

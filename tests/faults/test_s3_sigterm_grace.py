@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -22,14 +21,13 @@ import pytest
 from domain.notification import AttemptOutcome, Status
 from tests.faults.harness import (
     Cluster,
+    accept_webhooks,
     all_delivered,
     assert_nothing_lost_or_stuck,
     now_utc,
-    send_retrying,
     summary,
     wait_for,
     wait_until,
-    webhook_request,
 )
 
 pytestmark = pytest.mark.faults
@@ -51,16 +49,7 @@ def test_sigterm_finishes_or_releases_within_grace(cluster: Cluster, concurrency
     api = cluster.start_api()
     caller = cluster.issue_key()
     cluster.sink.control(status=200, delays=[QUICK, SLOW])
-    accepted: set[str] = set()
-    for _ in range(COUNT):
-        result = send_retrying(
-            api.stub,
-            caller,
-            webhook_request(f"s3-{uuid.uuid4()}", cluster.sink_url),
-            until=time.monotonic() + 10,
-        )
-        assert result.accepted, result
-        accepted.add(result.notification_id)
+    accepted = accept_webhooks(api.stub, caller, cluster.sink_url, COUNT, "s3")
 
     started = time.monotonic()
     (leaving,) = cluster.start_workers(
