@@ -14,9 +14,9 @@ from application.ports.clock import Clock
 from application.ports.repositories import DeadLetterQuery, PageCursor, UnitOfWorkFactory
 from application.ports.scheduler import Scheduler
 from application.principal import Principal
-from application.use_cases.inbox import MAX_IDS_PER_CALL
+from application.use_cases.id_lists import distinct_ids, load_all
 from application.use_cases.send_notification import queue_item
-from domain.errors import NotFound, ValidationFailed
+from domain.errors import ValidationFailed
 from domain.notification import Notification
 
 DEFAULT_PAGE_SIZE = 100
@@ -85,18 +85,10 @@ class ReplayDeadLetters:
 
     async def execute(self, principal: Principal, ids: Sequence[str]) -> list[Notification]:
         """All or nothing: an unknown id or one that is not FAILED changes nothing."""
-        if not ids:
-            raise ValidationFailed.single("ids", "at least one id is required")
-        if len(ids) > MAX_IDS_PER_CALL:
-            raise ValidationFailed.single("ids", f"at most {MAX_IDS_PER_CALL} ids per call")
-        unique = list(dict.fromkeys(ids))
+        unique = distinct_ids(ids)
         now = self._clock.now()
         async with self._uow() as uow:
-            found = {n.id: n for n in await uow.notifications.get_many(principal.tenant_id, unique)}
-            for value in unique:
-                if value not in found:
-                    raise NotFound("notification", value)
-            replayed = [found[value] for value in unique]
+            replayed = await load_all(uow.notifications, principal.tenant_id, unique)
             for n in replayed:
                 n.replay(now)
                 await uow.notifications.save(n)

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from application.ports.clock import Clock
 from application.ports.repositories import UnitOfWorkFactory
 from application.principal import Principal
-from domain.errors import NotFound, ValidationFailed
-
-MAX_IDS_PER_CALL = 1000
+from application.use_cases.id_lists import distinct_ids, load_all
+from domain.errors import ValidationFailed
 
 
 class MarkAsRead:
@@ -19,21 +18,10 @@ class MarkAsRead:
 
     async def execute(self, principal: Principal, ids: Sequence[str]) -> int:
         """All or nothing: an unknown id leaves every notification as it was."""
-        if not ids:
-            raise ValidationFailed.single("ids", "at least one id is required")
-        if len(ids) > MAX_IDS_PER_CALL:
-            raise ValidationFailed.single("ids", f"at most {MAX_IDS_PER_CALL} ids per call")
-        for i, value in enumerate(ids):
-            if not value.strip():
-                raise ValidationFailed.single(f"ids[{i}]", "must not be empty")
-        unique = list(dict.fromkeys(ids))
+        unique = distinct_ids(ids)
         now = self._clock.now()
         async with self._uow() as uow:
-            found = await uow.notifications.get_many(principal.tenant_id, unique)
-            known = {n.id for n in found}
-            for value in unique:
-                if value not in known:
-                    raise NotFound("notification", value)
+            found = await load_all(uow.notifications, principal.tenant_id, unique)
             marked = 0
             for n in found:
                 if n.mark_read(now):

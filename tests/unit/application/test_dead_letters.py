@@ -90,3 +90,11 @@ async def test_replay_is_all_or_nothing(dead: World) -> None:
     assert dead.scheduler.enqueued == []
     with pytest.raises(ValidationFailed, match="ids"):
         await replay.execute(ALICE, [])
+
+
+async def test_replay_refuses_a_blank_id_naming_it(dead: World) -> None:
+    replay = ReplayDeadLetters(dead.uow, dead.scheduler, dead.clock)
+    with pytest.raises(ValidationFailed) as info:
+        await replay.execute(ALICE, ["f1", " "])
+    assert info.value.violations[0].field == "ids[1]"
+    assert dead.db.row("f1").status is Status.FAILED
