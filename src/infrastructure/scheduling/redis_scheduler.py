@@ -16,9 +16,10 @@ never from Redis or the local clock, so that tests and every worker agree on one
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.resources
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -62,6 +63,15 @@ def _duration_ms(duration: timedelta, what: str) -> int:
 def _text(value: bytes | str) -> str:
     # The client may or may not have decode_responses set; accept both.
     return value.decode() if isinstance(value, bytes) else value
+
+
+@contextlib.contextmanager
+def _unavailable_if_unreachable() -> Iterator[None]:
+    # Callers see "the queue is unavailable", which the edge maps to UNAVAILABLE.
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise Unavailable("redis", str(error)) from error
 
 
 @functools.cache
@@ -123,11 +133,8 @@ class RedisScheduler:
         return self._client.register_script(_script_source(name))
 
     async def _run(self, script: AsyncScript, *args: str | int) -> Any:
-        try:
+        with _unavailable_if_unreachable():
             return await script(keys=self._keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-            # Callers see "the queue is unavailable", which the edge maps to UNAVAILABLE.
-            raise Unavailable("redis", str(error)) from error
 
     async def enqueue(self, items: Sequence[QueueItem], now: datetime) -> None:
         now_ms = _to_ms(now)
@@ -206,8 +213,6 @@ class RedisScheduler:
 
     async def run_id(self) -> str:
         """The Redis server's run_id: it changes when the server restarts (possibly empty)."""
-        try:
+        with _unavailable_if_unreachable():
             info = await self._client.info("server")
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-            raise Unavailable("redis", str(error)) from error
         return str(info["run_id"])
