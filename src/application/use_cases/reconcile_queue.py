@@ -17,7 +17,8 @@ BATCH = 1000
 class ReconcileQueue:
     """Scans unsettled notifications by id in slices, resuming where the last call stopped, so a
     large backlog is covered over several calls without one call doing it all. When the queue's
-    storage was replaced (Redis restarted or flushed: its run_id changed), one call scans all."""
+    storage was replaced (Redis restarted: its run_id changed), one call scans all; a flush keeps
+    the run_id and is repaired by the sliced scans."""
 
     def __init__(
         self,
