@@ -25,7 +25,17 @@ from infrastructure.persistence.tables import metadata
 
 pytestmark = pytest.mark.integration
 
-APP_TABLES = {"tenants", "api_keys", "templates", "bulk_jobs", "notifications"}
+APP_TABLES = {
+    "tenants",
+    "api_keys",
+    "templates",
+    "template_versions",
+    "recipients",
+    "categories",
+    "request_aliases",
+    "bulk_jobs",
+    "notifications",
+}
 
 
 # The newest migration, read from the scripts (so adding a migration does not break this file).

@@ -10,6 +10,8 @@ from typing import Protocol, Self
 
 from domain.bulk_job import BulkJob
 from domain.notification import Channel, Notification, Priority, Status
+from domain.policy import Category
+from domain.recipient import Recipient
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,44 @@ class NotificationRepository(Protocol):
         """FAILED notifications, most recently failed first."""
         ...
 
+    # -- the policy step --------------------------------------------------------------------
+
+    async def lock_recipient(self, tenant_id: str, user_id: str) -> None:
+        """Serialise, until the transaction ends, accepts for one recipient: caps and duplicate
+        checks then see every notification accepted before them."""
+        ...
+
+    async def find_duplicate(
+        self, tenant_id: str, user_id: str, channel: Channel, content_hash: str, since: datetime
+    ) -> Notification | None:
+        """The newest notification created after ``since`` with this content to this recipient
+        on this channel that is going out or went out (not suppressed, cancelled, failed or
+        expired)."""
+        ...
+
+    async def counted_due_times(
+        self, tenant_id: str, user_id: str, category: str, since: datetime
+    ) -> list[datetime]:
+        """Due times after ``since`` of the recipient's notifications of ``category`` that
+        count against frequency caps (all but suppressed, cancelled and expired)."""
+        ...
+
+    async def add_alias(
+        self, tenant_id: str, request_id: str, fingerprint: str, notification_id: str, now: datetime
+    ) -> bool:
+        """Bind a request folded into an earlier notification. False if the request_id is bound."""
+        ...
+
+    async def get_alias(self, tenant_id: str, request_id: str) -> tuple[str, str] | None:
+        """(request fingerprint, notification id) of a folded request, if ``request_id`` is one."""
+        ...
+
+    async def ids_for_user(
+        self, tenant_id: str, user_id: str, after_id: str, limit: int
+    ) -> list[str]:
+        """Ids of the recipient's notifications not yet erased, by id, after ``after_id``."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
@@ -134,6 +174,33 @@ class TemplateRepository(Protocol):
         ...
 
 
+class RecipientRepository(Protocol):
+    async def get(self, tenant_id: str, user_id: str) -> Recipient | None: ...
+
+    async def get_many(self, tenant_id: str, user_ids: Sequence[str]) -> dict[str, Recipient]:
+        """The recipients among ``user_ids`` that exist, by user id."""
+        ...
+
+    async def save(self, recipient: Recipient) -> None:
+        """Insert (version 0) or update with a compare-and-set on ``version`` (ConcurrentUpdate
+        if it moved); the version is bumped on the aggregate."""
+        ...
+
+    async def delete(self, tenant_id: str, user_id: str) -> bool: ...
+
+
+class CategoryRepository(Protocol):
+    async def get(self, tenant_id: str, name: str) -> Category | None: ...
+
+    async def put(self, tenant_id: str, category: Category) -> None:
+        """Create or replace."""
+        ...
+
+    async def list(self, tenant_id: str, after_name: str, limit: int) -> list[Category]:
+        """By name, those after ``after_name``."""
+        ...
+
+
 class BulkJobRepository(Protocol):
     async def add(self, job: BulkJob) -> bool:
         """Insert. False (nothing written) if the tenant already used its request_id."""
@@ -150,6 +217,8 @@ class UnitOfWork(Protocol):
     api_keys: ApiKeyRepository
     tenants: TenantRepository
     templates: TemplateRepository
+    recipients: RecipientRepository
+    categories: CategoryRepository
 
     async def __aenter__(self) -> Self: ...
 

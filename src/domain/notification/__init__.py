@@ -2,7 +2,9 @@
 
 from domain.notification.address import ADDRESS_KIND_BY_CHANNEL, Address
 from domain.notification.attempt import AttemptOutcome, DeliveryAttempt, DeliveryResult, ErrorClass
+from domain.notification.decision import Decision, Verdict
 from domain.notification.notification import (
+    ERASED_REASON,
     MAX_REQUEST_ID_CHARS,
     NewNotification,
     Notification,
@@ -15,6 +17,7 @@ from domain.notification.values import Channel, Content, Priority, Rendered, Tem
 
 __all__ = [
     "ADDRESS_KIND_BY_CHANNEL",
+    "ERASED_REASON",
     "MAX_REQUEST_ID_CHARS",
     "SETTLED",
     "TERMINAL",
@@ -23,6 +26,7 @@ __all__ = [
     "AttemptOutcome",
     "Channel",
     "Content",
+    "Decision",
     "DeliveryAttempt",
     "DeliveryResult",
     "ErrorClass",
@@ -34,6 +38,7 @@ __all__ = [
     "Status",
     "StatusChange",
     "TemplateRef",
+    "Verdict",
     "can_transition",
     "validate_new",
 ]

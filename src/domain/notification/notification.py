@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from domain.errors import IllegalTransition, PreconditionFailed, Violations
 from domain.notification.address import ADDRESS_KIND_BY_CHANNEL, Address
 from domain.notification.attempt import AttemptOutcome, DeliveryAttempt, DeliveryResult, ErrorClass
+from domain.notification.decision import Decision, Verdict
 from domain.notification.retry_policy import RetryPolicy
 from domain.notification.status import SETTLED, Status, can_transition
 from domain.notification.values import (
@@ -26,6 +27,7 @@ from domain.notification.values import (
 
 MAX_REQUEST_ID_CHARS = 128
 REPLAY_REASON = "replayed from the dead-letter queue"
+ERASED_REASON = "recipient deleted: personal data erased"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,9 @@ class Notification:
     locale: str = ""
     status_reason: str = ""
     bulk_job_id: str | None = None
+    # SHA-256 of the content as rendered: outlives the content when it is erased.
+    content_hash: str = ""
+    erased_at: datetime | None = None
     history: list[StatusChange] = field(default_factory=list)
     attempts: list[DeliveryAttempt] = field(default_factory=list)
     # Optimistic-concurrency version, owned by the repository: a stale writer's save fails.
@@ -138,10 +143,16 @@ class Notification:
         fingerprint: str,
         now: datetime,
         bulk_job_id: str | None = None,
+        decision: Decision | None = None,
     ) -> Notification:
-        """A new notification, validated and placed in the queue (held until its scheduled time)."""
+        """A new notification, validated, then queued (held until its scheduled time, or as long
+        as the policy ``decision`` says) or suppressed with the decision's reason."""
         validate_new(new, now).raise_if_any()
         due = new.scheduled_at if new.scheduled_at and new.scheduled_at > now else now
+        decision = decision or Decision.send()
+        if decision.verdict is Verdict.HOLD:
+            assert decision.until is not None, "a hold says until when"
+            due = max(due, decision.until)
         n = cls(
             id=id,
             tenant_id=tenant_id,
@@ -165,9 +176,15 @@ class Notification:
             template_version=new.rendered.template_version if new.rendered else 0,
             locale=new.rendered.locale if new.rendered else "",
             bulk_job_id=bulk_job_id,
+            content_hash=new.content.digest(),
             history=[StatusChange(Status.PENDING, now)],
         )
-        n._move(Status.QUEUED, now, "scheduled" if due > now else "")
+        if decision.verdict is Verdict.SUPPRESS:
+            n._move(Status.SUPPRESSED, now, decision.reason)
+        elif decision.reason:
+            n._move(Status.QUEUED, now, decision.reason)
+        else:
+            n._move(Status.QUEUED, now, "scheduled" if due > now else "")
         return n
 
     # -- queries ------------------------------------------------------------------------------
@@ -307,6 +324,25 @@ class Notification:
 
     def suppress(self, now: datetime, reason: str) -> None:
         self._move(Status.SUPPRESSED, now, reason)
+
+    def erase(self, now: datetime) -> bool:
+        """The recipient was deleted: drop their personal data (address, content, metadata),
+        keeping what proves what happened (statuses, attempts, template version, content hash).
+        One not yet sent is cancelled first. Returns whether it was cancelled. One being sent
+        right now cannot be erased (its worker holds it): IllegalTransition."""
+        if self.status is Status.SENDING:
+            raise IllegalTransition(f"notification {self.id}", self.status, "erased")
+        cancelled = False
+        if self.status in (Status.PENDING, Status.QUEUED):
+            self._move(Status.CANCELLED, now, ERASED_REASON)
+            cancelled = True
+        if self.address is not None:
+            self.address = Address(self.address.kind, "")
+        self.content = Content("", "")
+        self.metadata = {}
+        self.erased_at = now
+        self.updated_at = now
+        return cancelled
 
     def mark_delivered(self, now: datetime) -> None:
         if self.status in (Status.DELIVERED, Status.READ):

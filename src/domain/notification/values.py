@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +36,27 @@ class Priority(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Content:
-    """What the recipient reads, already rendered."""
+    """What the recipient reads, already rendered.
+
+    ``title`` is the subject, push title or inbox headline; ``body`` the plain text (the SMS
+    message); ``html`` the HTML alternative of an email; ``data`` the push data or the webhook
+    payload (JSON values)."""
 
     title: str
     body: str
+    html: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the content: the same content always gives the same digest."""
+        canonical = json.dumps(
+            [self.title, self.body, self.html, self.data],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=str,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,9 +16,16 @@ from domain.errors import NotFound
 from domain.notification import Channel, Notification, Priority, Status
 from infrastructure.persistence.notification_rows import from_row, to_row
 from infrastructure.persistence.tables import notifications as t
+from infrastructure.persistence.tables import request_aliases
 
 IN_FLIGHT = (Status.QUEUED.value, Status.SENDING.value)
 _ENTRY = (t.c.id, t.c.priority, t.c.due_at, t.c.status, t.c.updated_at)
+_NOT_GOING_OUT = tuple(
+    s.value for s in (Status.SUPPRESSED, Status.CANCELLED, Status.FAILED, Status.EXPIRED)
+)
+_NOT_COUNTED = tuple(s.value for s in (Status.SUPPRESSED, Status.CANCELLED, Status.EXPIRED))
+# Caps are at most MAX_CAP a day; more due times than that cannot change a decision.
+_MAX_COUNTED = 100_001
 _IMMUTABLE = frozenset({"id", "tenant_id", "request_id", "created_at", "version"})
 
 # Built once: constructing a 25-column UPDATE per save cost more CPU than running it.
@@ -182,3 +190,93 @@ class SqlNotificationRepository:
         )
         rows = (await self._conn.execute(stmt)).mappings().all()
         return [from_row(r) for r in rows]
+
+    # -- the policy step --------------------------------------------------------------------
+
+    async def lock_recipient(self, tenant_id: str, user_id: str) -> None:
+        await self._conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"recipient:{tenant_id}:{user_id}"},
+        )
+
+    async def find_duplicate(
+        self, tenant_id: str, user_id: str, channel: Channel, content_hash: str, since: datetime
+    ) -> Notification | None:
+        stmt = (
+            sa.select(t)
+            .where(
+                t.c.tenant_id == tenant_id,
+                t.c.user_id == user_id,
+                t.c.created_at > since,
+                t.c.channel == channel.value,
+                t.c.content_hash == content_hash,
+                t.c.status.not_in(_NOT_GOING_OUT),
+            )
+            .order_by(t.c.created_at.desc())
+            .limit(1)
+        )
+        row = (await self._conn.execute(stmt)).mappings().first()
+        return from_row(row) if row is not None else None
+
+    async def counted_due_times(
+        self, tenant_id: str, user_id: str, category: str, since: datetime
+    ) -> list[datetime]:
+        stmt = (
+            sa.select(t.c.due_at)
+            .where(
+                t.c.tenant_id == tenant_id,
+                t.c.user_id == user_id,
+                t.c.category == category,
+                t.c.due_at > since,
+                t.c.status.not_in(_NOT_COUNTED),
+            )
+            .order_by(t.c.due_at)
+            .limit(_MAX_COUNTED)
+        )
+        return list((await self._conn.execute(stmt)).scalars().all())
+
+    async def add_alias(
+        self, tenant_id: str, request_id: str, fingerprint: str, notification_id: str, now: datetime
+    ) -> bool:
+        stmt = (
+            insert(request_aliases)
+            .values(
+                tenant_id=tenant_id,
+                request_id=request_id,
+                request_fingerprint=fingerprint,
+                notification_id=notification_id,
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(request_aliases.c.request_id)
+        )
+        return (await self._conn.execute(stmt)).scalar_one_or_none() is not None
+
+    async def get_alias(self, tenant_id: str, request_id: str) -> tuple[str, str] | None:
+        row = (
+            await self._conn.execute(
+                sa.select(
+                    request_aliases.c.request_fingerprint, request_aliases.c.notification_id
+                ).where(
+                    request_aliases.c.tenant_id == tenant_id,
+                    request_aliases.c.request_id == request_id,
+                )
+            )
+        ).first()
+        return (row[0], row[1]) if row is not None else None
+
+    async def ids_for_user(
+        self, tenant_id: str, user_id: str, after_id: str, limit: int
+    ) -> list[str]:
+        stmt = (
+            sa.select(t.c.id)
+            .where(
+                t.c.tenant_id == tenant_id,
+                t.c.user_id == user_id,
+                t.c.erased_at.is_(None),
+                t.c.id > after_id,
+            )
+            .order_by(t.c.id)
+            .limit(limit)
+        )
+        return list((await self._conn.execute(stmt)).scalars().all())

@@ -41,10 +41,76 @@ templates = sa.Table(
     metadata,
     sa.Column("tenant_id", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("default_locale", sa.Text, nullable=False),
+    sa.Column("active_version", sa.Integer, nullable=True),
+    sa.Column("latest_version", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("row_version", sa.Integer, nullable=False),
+)
+
+template_versions = sa.Table(
+    "template_versions",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("locale", sa.Text, primary_key=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    # [{"name", "type", "required"}]
+    sa.Column("variables", JSONB, nullable=False),
+    # {locale: {channel: {field: source}}}: a version is read and written whole.
+    sa.Column("contents", JSONB, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "name"], ["templates.tenant_id", "templates.name"], ondelete="CASCADE"
+    ),
+)
+
+recipients = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("email", sa.Text, nullable=True),
+    sa.Column("phone", sa.Text, nullable=True),
+    # [{"platform", "token", "added_at", "invalidated_at"}]
+    sa.Column("devices", JSONB, nullable=False),
+    # {"url", "secret", "disabled_at"} or NULL
+    sa.Column("webhook", JSONB, nullable=True),
+    sa.Column("locale", sa.Text, nullable=False),
+    sa.Column("time_zone", sa.Text, nullable=False),
+    # {"channels": [...], "marketing_opt_out", "quiet_hours", "caps": [...]}
+    sa.Column("preferences", JSONB, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+categories = sa.Table(
+    "categories",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("per_hour_cap", sa.Integer, nullable=False),
+    sa.Column("per_day_cap", sa.Integer, nullable=False),
+    sa.Column("cap_action", sa.Text, nullable=False),
+    # NULL: the service's default window.
+    sa.Column("dedup_window_seconds", sa.Integer, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+# A request folded into an earlier notification with the same content (duplicate detection):
+# its request_id stays bound to that notification, so its retries get the same answer.
+request_aliases = sa.Table(
+    "request_aliases",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("request_fingerprint", sa.Text, nullable=False),
+    sa.Column("notification_id", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False),
 )
 
@@ -77,6 +143,10 @@ notifications = sa.Table(
     sa.Column("category", sa.Text, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+    sa.Column("html", sa.Text, nullable=False, server_default=""),
+    sa.Column("data", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("content_hash", sa.Text, nullable=False, server_default=""),
+    sa.Column("erased_at", TS, nullable=True),
     sa.Column("address_kind", sa.Text, nullable=True),
     sa.Column("address_value", sa.Text, nullable=True),
     sa.Column("template_name", sa.Text, nullable=False),
@@ -96,6 +166,8 @@ notifications = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.UniqueConstraint("tenant_id", "request_id"),
     sa.Index("ix_notifications_tenant_user_created", "tenant_id", "user_id", "created_at"),
+    # Frequency caps count a recipient's notifications of a category around a due time.
+    sa.Index("ix_notifications_caps", "tenant_id", "user_id", "category", "due_at"),
     sa.Index(
         "ix_notifications_unread",
         "tenant_id",

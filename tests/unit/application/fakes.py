@@ -22,10 +22,12 @@ from application.ports.repositories import (
     ApiKeyRecord,
     ApiKeyRepository,
     BulkJobRepository,
+    CategoryRepository,
     DeadLetterQuery,
     NotificationRepository,
     PageCursor,
     QueueEntry,
+    RecipientRepository,
     TemplateRepository,
     TemplateVersion,
     Tenant,
@@ -49,6 +51,8 @@ from domain.notification import (
     Status,
     TemplateRef,
 )
+from domain.policy import Category
+from domain.recipient import Recipient
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -105,6 +109,9 @@ class FakeDatabase:
     api_keys: dict[bytes, ApiKeyRecord] = field(default_factory=dict)
     tenants: dict[str, Tenant] = field(default_factory=dict)
     templates: list[TemplateVersion] = field(default_factory=list)
+    recipients: dict[tuple[str, str], Recipient] = field(default_factory=dict)
+    categories: dict[tuple[str, str], Category] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     commits: int = 0
     rollbacks: int = 0
     api_key_lookups: int = 0
@@ -135,31 +142,44 @@ class _Overlay(Generic[K, V]):
 
     def __init__(self, committed: dict[K, V]) -> None:
         self._committed = committed
-        self.pending: dict[K, V] = {}
+        self.pending: dict[K, V | None] = {}  # None: deleted in this unit of work
+
+    def _visible(self) -> dict[K, V]:
+        merged = {**self._committed, **self.pending}
+        return {k: v for k, v in merged.items() if v is not None}
 
     def get(self, key: K) -> V | None:
-        value = self.pending.get(key, self._committed.get(key))
+        value = self.pending[key] if key in self.pending else self._committed.get(key)
         return copy.deepcopy(value)
 
     def find(self, predicate: Callable[[V], bool]) -> list[V]:
         """Copies of the visible rows that match (rows are only copied once they match)."""
-        merged = {**self._committed, **self.pending}
-        return [copy.deepcopy(v) for v in merged.values() if predicate(v)]
+        return [copy.deepcopy(v) for v in self._visible().values() if predicate(v)]
 
     def count(self, predicate: Callable[[V], bool]) -> int:
-        return sum(1 for v in {**self._committed, **self.pending}.values() if predicate(v))
+        return sum(1 for v in self._visible().values() if predicate(v))
 
     def exists(self, predicate: Callable[[V], bool]) -> bool:
-        return any(predicate(v) for v in {**self._committed, **self.pending}.values())
+        return any(predicate(v) for v in self._visible().values())
+
+    def visible_keys(self) -> list[K]:
+        return list(self._visible())
 
     def __contains__(self, key: K) -> bool:
-        return key in self.pending or key in self._committed
+        return key in self._visible()
 
     def put(self, key: K, value: V) -> None:
         self.pending[key] = copy.deepcopy(value)
 
+    def delete(self, key: K) -> None:
+        self.pending[key] = None
+
     def flush(self) -> None:
-        self._committed.update(self.pending)
+        for key, value in self.pending.items():
+            if value is None:
+                self._committed.pop(key, None)
+            else:
+                self._committed[key] = value
         self.pending.clear()
 
 
@@ -187,6 +207,8 @@ class _OverlayBacked(Generic[K, V]):
 class FakeNotificationRepository(_OverlayBacked[str, Notification]):
     def __init__(self, db: FakeDatabase) -> None:
         self._rows = _Overlay(db.notifications)
+        self._aliases = _Overlay(db.aliases)
+        self.locked: list[tuple[str, str]] = []
 
     async def add(self, notification: Notification) -> bool:
         key = (notification.tenant_id, notification.request_id)
@@ -230,6 +252,70 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
         return self._rows.count(
             lambda r: (r.tenant_id, r.user_id) == (tenant_id, user_id) and r.unread
         )
+
+    async def lock_recipient(self, tenant_id: str, user_id: str) -> None:
+        self.locked.append((tenant_id, user_id))
+
+    async def find_duplicate(
+        self, tenant_id: str, user_id: str, channel: Channel, content_hash: str, since: datetime
+    ) -> Notification | None:
+        gone = {Status.SUPPRESSED, Status.CANCELLED, Status.FAILED, Status.EXPIRED}
+        found = self._rows.find(
+            lambda r: (
+                (r.tenant_id, r.user_id, r.channel, r.content_hash)
+                == (tenant_id, user_id, channel, content_hash)
+                and r.created_at > since
+                and r.status not in gone
+            )
+        )
+        return max(found, key=lambda r: r.created_at) if found else None
+
+    async def counted_due_times(
+        self, tenant_id: str, user_id: str, category: str, since: datetime
+    ) -> list[datetime]:
+        gone = {Status.SUPPRESSED, Status.CANCELLED, Status.EXPIRED}
+        found = self._rows.find(
+            lambda r: (
+                (r.tenant_id, r.user_id, r.category) == (tenant_id, user_id, category)
+                and r.due_at > since
+                and r.status not in gone
+            )
+        )
+        return sorted(r.due_at for r in found)
+
+    async def add_alias(
+        self, tenant_id: str, request_id: str, fingerprint: str, notification_id: str, now: datetime
+    ) -> bool:
+        if (tenant_id, request_id) in self._aliases:
+            return False
+        self._aliases.put((tenant_id, request_id), (fingerprint, notification_id))
+        return True
+
+    async def get_alias(self, tenant_id: str, request_id: str) -> tuple[str, str] | None:
+        return self._aliases.get((tenant_id, request_id))
+
+    async def ids_for_user(
+        self, tenant_id: str, user_id: str, after_id: str, limit: int
+    ) -> list[str]:
+        found = self._rows.find(
+            lambda r: (
+                (r.tenant_id, r.user_id) == (tenant_id, user_id)
+                and r.erased_at is None
+                and r.id > after_id
+            )
+        )
+        return sorted(r.id for r in found)[:limit]
+
+    def flush(self) -> None:
+        super().flush()
+        self._aliases.flush()
+
+    def has_pending(self) -> bool:
+        return super().has_pending() or bool(self._aliases.pending)
+
+    def discard(self) -> None:
+        super().discard()
+        self._aliases.pending.clear()
 
     async def in_flight(self, after_id: str, limit: int) -> list[QueueEntry]:
         rows = self._rows.find(
@@ -349,12 +435,58 @@ class FakeTemplateRepository:
         self._pending.clear()
 
 
+class FakeRecipientRepository(_OverlayBacked[tuple[str, str], Recipient]):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._rows = _Overlay(db.recipients)
+
+    async def get(self, tenant_id: str, user_id: str) -> Recipient | None:
+        row = self._rows.get((tenant_id, user_id))
+        return copy.deepcopy(row) if row is not None else None
+
+    async def get_many(self, tenant_id: str, user_ids: Sequence[str]) -> dict[str, Recipient]:
+        found = {u: await self.get(tenant_id, u) for u in set(user_ids)}
+        return {u: r for u, r in found.items() if r is not None}
+
+    async def save(self, recipient: Recipient) -> None:
+        key = (recipient.tenant_id, recipient.user_id)
+        current = self._rows.get(key)
+        if (current.version if current is not None else 0) != recipient.version:
+            raise ConcurrentUpdate("recipient", recipient.user_id)
+        recipient.version += 1
+        self._rows.put(key, copy.deepcopy(recipient))
+
+    async def delete(self, tenant_id: str, user_id: str) -> bool:
+        if self._rows.get((tenant_id, user_id)) is None:
+            return False
+        self._rows.delete((tenant_id, user_id))
+        return True
+
+
+class FakeCategoryRepository(_OverlayBacked[tuple[str, str], Category]):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._rows = _Overlay(db.categories)
+
+    async def get(self, tenant_id: str, name: str) -> Category | None:
+        return self._rows.get((tenant_id, name))
+
+    async def put(self, tenant_id: str, category: Category) -> None:
+        self._rows.put((tenant_id, category.name), category)
+
+    async def list(self, tenant_id: str, after_name: str, limit: int) -> list[Category]:
+        names = sorted(
+            n for (t, n) in self._rows.visible_keys() if t == tenant_id and n > after_name
+        )
+        return [c for n in names[:limit] if (c := self._rows.get((tenant_id, n))) is not None]
+
+
 class FakeUnitOfWork:
     notifications: NotificationRepository
     bulk_jobs: BulkJobRepository
     api_keys: ApiKeyRepository
     tenants: TenantRepository
     templates: TemplateRepository
+    recipients: RecipientRepository
+    categories: CategoryRepository
 
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
@@ -364,12 +496,16 @@ class FakeUnitOfWork:
             api_keys := FakeApiKeyRepository(db),
             tenants := FakeTenantRepository(db),
             templates := FakeTemplateRepository(db),
+            recipients := FakeRecipientRepository(db),
+            categories := FakeCategoryRepository(db),
         )
         self.notifications = notifications
         self.bulk_jobs = bulk_jobs
         self.api_keys = api_keys
         self.tenants = tenants
         self.templates = templates
+        self.recipients = recipients
+        self.categories = categories
         self.state = "new"
 
     async def __aenter__(self) -> Self:

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnotify/v1/notification.proto\x12\tnotify.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x07\x43ontent\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\"]\n\x11TemplateReference\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\tvariables\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06locale\x18\x03 \x01(\t\"b\n\x07\x41\x64\x64ress\x12\x0f\n\x05\x65mail\x18\x01 \x01(\tH\x00\x12\x0f\n\x05phone\x18\x02 \x01(\tH\x00\x12\x16\n\x0c\x64\x65vice_token\x18\x03 \x01(\tH\x00\x12\x15\n\x0bwebhook_url\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"w\n\x0cStatusChange\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.notify.v1.NotificationStatus\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x9a\x02\n\x0f\x44\x65liveryAttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x04 \x01(\t\x12*\n\x07outcome\x18\x05 \x01(\x0e\x32\x19.notify.v1.AttemptOutcome\x12\x13\n\x0b\x65rror_class\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x03\x12\x1b\n\x13provider_message_id\x18\t \x01(\t\"\xbd\x06\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12#\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x12.notify.v1.Channel\x12%\n\x08priority\x18\x05 \x01(\x0e\x32\x13.notify.v1.Priority\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12#\n\x07\x63ontent\x18\x07 \x01(\x0b\x32\x12.notify.v1.Content\x12\x15\n\rtemplate_name\x18\x08 \x01(\t\x12\x18\n\x10template_version\x18\t \x01(\x05\x12\x0e\n\x06locale\x18\n \x01(\t\x12#\n\x07\x61\x64\x64ress\x18\x0b \x01(\x0b\x32\x12.notify.v1.Address\x12-\n\x06status\x18\x0c \x01(\x0e\x32\x1d.notify.v1.NotificationStatus\x12\x15\n\rstatus_reason\x18\r \x01(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rschedule_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x08metadata\x18\x12 \x03(\x0b\x32%.notify.v1.Notification.MetadataEntry\x12\x16\n\x0e\x63\x61ller_service\x18\x13 \x01(\t\x12\x11\n\ttenant_id\x18\x14 \x01(\t\x12/\n\x0estatus_history\x18\x15 \x03(\x0b\x32\x17.notify.v1.StatusChange\x12,\n\x08\x61ttempts\x18\x16 \x03(\x0b\x32\x1a.notify.v1.DeliveryAttempt\x12\x13\n\x0b\x62ulk_job_id\x18\x17 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x81\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03\x12\x13\n\x0f\x43HANNEL_WEBHOOK\x10\x04\x12\x12\n\x0e\x43HANNEL_IN_APP\x10\x05*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_MEDIUM\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*\x82\x03\n\x12NotificationStatus\x12#\n\x1fNOTIFICATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNOTIFICATION_STATUS_PENDING\x10\x01\x12\x1e\n\x1aNOTIFICATION_STATUS_QUEUED\x10\x02\x12\x1f\n\x1bNOTIFICATION_STATUS_SENDING\x10\x03\x12\x1c\n\x18NOTIFICATION_STATUS_SENT\x10\x04\x12!\n\x1dNOTIFICATION_STATUS_DELIVERED\x10\x05\x12\x1c\n\x18NOTIFICATION_STATUS_READ\x10\x06\x12\"\n\x1eNOTIFICATION_STATUS_SUPPRESSED\x10\x07\x12!\n\x1dNOTIFICATION_STATUS_CANCELLED\x10\x08\x12\x1e\n\x1aNOTIFICATION_STATUS_FAILED\x10\t\x12\x1f\n\x1bNOTIFICATION_STATUS_EXPIRED\x10\n*\xdd\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_IN_PROGRESS\x10\x01\x12\x1c\n\x18\x41TTEMPT_OUTCOME_ACCEPTED\x10\x02\x12%\n!ATTEMPT_OUTCOME_TRANSIENT_FAILURE\x10\x03\x12%\n!ATTEMPT_OUTCOME_PERMANENT_FAILURE\x10\x04\x12\x1d\n\x19\x41TTEMPT_OUTCOME_ABANDONED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnotify/v1/notification.proto\x12\tnotify.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\x07\x43ontent\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"]\n\x11TemplateReference\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\tvariables\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06locale\x18\x03 \x01(\t\"b\n\x07\x41\x64\x64ress\x12\x0f\n\x05\x65mail\x18\x01 \x01(\tH\x00\x12\x0f\n\x05phone\x18\x02 \x01(\tH\x00\x12\x16\n\x0c\x64\x65vice_token\x18\x03 \x01(\tH\x00\x12\x15\n\x0bwebhook_url\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"w\n\x0cStatusChange\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.notify.v1.NotificationStatus\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x9a\x02\n\x0f\x44\x65liveryAttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x04 \x01(\t\x12*\n\x07outcome\x18\x05 \x01(\x0e\x32\x19.notify.v1.AttemptOutcome\x12\x13\n\x0b\x65rror_class\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x03\x12\x1b\n\x13provider_message_id\x18\t \x01(\t\"\x83\x07\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12#\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x12.notify.v1.Channel\x12%\n\x08priority\x18\x05 \x01(\x0e\x32\x13.notify.v1.Priority\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12#\n\x07\x63ontent\x18\x07 \x01(\x0b\x32\x12.notify.v1.Content\x12\x15\n\rtemplate_name\x18\x08 \x01(\t\x12\x18\n\x10template_version\x18\t \x01(\x05\x12\x0e\n\x06locale\x18\n \x01(\t\x12#\n\x07\x61\x64\x64ress\x18\x0b \x01(\x0b\x32\x12.notify.v1.Address\x12-\n\x06status\x18\x0c \x01(\x0e\x32\x1d.notify.v1.NotificationStatus\x12\x15\n\rstatus_reason\x18\r \x01(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rschedule_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x08metadata\x18\x12 \x03(\x0b\x32%.notify.v1.Notification.MetadataEntry\x12\x16\n\x0e\x63\x61ller_service\x18\x13 \x01(\t\x12\x11\n\ttenant_id\x18\x14 \x01(\t\x12/\n\x0estatus_history\x18\x15 \x03(\x0b\x32\x17.notify.v1.StatusChange\x12,\n\x08\x61ttempts\x18\x16 \x03(\x0b\x32\x1a.notify.v1.DeliveryAttempt\x12\x13\n\x0b\x62ulk_job_id\x18\x17 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x18 \x01(\t\x12.\n\nerase_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x81\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03\x12\x13\n\x0f\x43HANNEL_WEBHOOK\x10\x04\x12\x12\n\x0e\x43HANNEL_IN_APP\x10\x05*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_MEDIUM\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*\x82\x03\n\x12NotificationStatus\x12#\n\x1fNOTIFICATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNOTIFICATION_STATUS_PENDING\x10\x01\x12\x1e\n\x1aNOTIFICATION_STATUS_QUEUED\x10\x02\x12\x1f\n\x1bNOTIFICATION_STATUS_SENDING\x10\x03\x12\x1c\n\x18NOTIFICATION_STATUS_SENT\x10\x04\x12!\n\x1dNOTIFICATION_STATUS_DELIVERED\x10\x05\x12\x1c\n\x18NOTIFICATION_STATUS_READ\x10\x06\x12\"\n\x1eNOTIFICATION_STATUS_SUPPRESSED\x10\x07\x12!\n\x1dNOTIFICATION_STATUS_CANCELLED\x10\x08\x12\x1e\n\x1aNOTIFICATION_STATUS_FAILED\x10\t\x12\x1f\n\x1bNOTIFICATION_STATUS_EXPIRED\x10\n*\xdd\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_IN_PROGRESS\x10\x01\x12\x1c\n\x18\x41TTEMPT_OUTCOME_ACCEPTED\x10\x02\x12%\n!ATTEMPT_OUTCOME_TRANSIENT_FAILURE\x10\x03\x12%\n!ATTEMPT_OUTCOME_PERMANENT_FAILURE\x10\x04\x12\x1d\n\x19\x41TTEMPT_OUTCOME_ABANDONED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NOTIFICATION_METADATAENTRY']._loaded_options = None
   _globals['_NOTIFICATION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CHANNEL']._serialized_start=1580
-  _globals['_CHANNEL']._serialized_end=1709
-  _globals['_PRIORITY']._serialized_start=1711
-  _globals['_PRIORITY']._serialized_end=1828
-  _globals['_NOTIFICATIONSTATUS']._serialized_start=1831
-  _globals['_NOTIFICATIONSTATUS']._serialized_end=2217
-  _globals['_ATTEMPTOUTCOME']._serialized_start=2220
-  _globals['_ATTEMPTOUTCOME']._serialized_end=2441
+  _globals['_CHANNEL']._serialized_start=1703
+  _globals['_CHANNEL']._serialized_end=1832
+  _globals['_PRIORITY']._serialized_start=1834
+  _globals['_PRIORITY']._serialized_end=1951
+  _globals['_NOTIFICATIONSTATUS']._serialized_start=1954
+  _globals['_NOTIFICATIONSTATUS']._serialized_end=2340
+  _globals['_ATTEMPTOUTCOME']._serialized_start=2343
+  _globals['_ATTEMPTOUTCOME']._serialized_end=2564
   _globals['_CONTENT']._serialized_start=106
-  _globals['_CONTENT']._serialized_end=144
-  _globals['_TEMPLATEREFERENCE']._serialized_start=146
-  _globals['_TEMPLATEREFERENCE']._serialized_end=239
-  _globals['_ADDRESS']._serialized_start=241
-  _globals['_ADDRESS']._serialized_end=339
-  _globals['_STATUSCHANGE']._serialized_start=341
-  _globals['_STATUSCHANGE']._serialized_end=460
-  _globals['_DELIVERYATTEMPT']._serialized_start=463
-  _globals['_DELIVERYATTEMPT']._serialized_end=745
-  _globals['_NOTIFICATION']._serialized_start=748
-  _globals['_NOTIFICATION']._serialized_end=1577
-  _globals['_NOTIFICATION_METADATAENTRY']._serialized_start=1530
-  _globals['_NOTIFICATION_METADATAENTRY']._serialized_end=1577
+  _globals['_CONTENT']._serialized_end=197
+  _globals['_TEMPLATEREFERENCE']._serialized_start=199
+  _globals['_TEMPLATEREFERENCE']._serialized_end=292
+  _globals['_ADDRESS']._serialized_start=294
+  _globals['_ADDRESS']._serialized_end=392
+  _globals['_STATUSCHANGE']._serialized_start=394
+  _globals['_STATUSCHANGE']._serialized_end=513
+  _globals['_DELIVERYATTEMPT']._serialized_start=516
+  _globals['_DELIVERYATTEMPT']._serialized_end=798
+  _globals['_NOTIFICATION']._serialized_start=801
+  _globals['_NOTIFICATION']._serialized_end=1700
+  _globals['_NOTIFICATION_METADATAENTRY']._serialized_start=1653
+  _globals['_NOTIFICATION_METADATAENTRY']._serialized_end=1700
 # @@protoc_insertion_point(module_scope)

@@ -189,19 +189,29 @@ class Content(_message.Message):
 
     TITLE_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    HTML_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     title: _builtins.str
     """Subject line, push title or inbox headline."""
     body: _builtins.str
-    """Main text."""
+    """Main text (for email: the plain-text part; for SMS: the message)."""
+    html: _builtins.str
+    """For email: the HTML part, sent beside the plain text as an alternative."""
+    @_builtins.property
+    def data(self) -> _struct_pb2.Struct:
+        """Structured data: the push data payload, or the JSON payload of a webhook."""
+
     def __init__(
         self,
         *,
         title: _builtins.str = ...,
         body: _builtins.str = ...,
+        html: _builtins.str = ...,
+        data: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "data", b"data", "html", b"html", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -219,7 +229,9 @@ class TemplateReference(_message.Message):
     name: _builtins.str
     """The template's name, e.g. "order_shipped"."""
     locale: _builtins.str
-    """BCP 47 locale, e.g. "de-CH"; falls back to the language, then the template's default."""
+    """BCP 47 locale, e.g. "de-CH"; falls back to the language, then the template's default.
+    Unset: the recipient's locale from the directory, else the template's default.
+    """
     @_builtins.property
     def variables(self) -> _struct_pb2.Struct:
         """Values for the template's variables."""
@@ -414,6 +426,8 @@ class Notification(_message.Message):
     STATUS_HISTORY_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     BULK_JOB_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    ERASE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     request_id: _builtins.str
@@ -442,6 +456,10 @@ class Notification(_message.Message):
     """The tenant it belongs to (from the API key)."""
     bulk_job_id: _builtins.str
     """The bulk job that created it, if any."""
+    content_hash: _builtins.str
+    """SHA-256 (hex) of the content as rendered: proves what was sent after the content itself
+    is erased, and is the key of duplicate detection.
+    """
     @_builtins.property
     def content(self) -> Global___Content:
         """The content as rendered."""
@@ -478,6 +496,10 @@ class Notification(_message.Message):
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryAttempt]:
         """Every delivery attempt, oldest first."""
 
+    @_builtins.property
+    def erase_time(self) -> _timestamp_pb2.Timestamp:
+        """When the recipient's personal data in this record (address, content) was erased."""
+
     def __init__(
         self,
         *,
@@ -504,10 +526,12 @@ class Notification(_message.Message):
         status_history: _abc.Iterable[Global___StatusChange] | None = ...,
         attempts: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
         bulk_job_id: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
+        erase_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "content", b"content", "create_time", b"create_time", "expire_time", b"expire_time", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "content", b"content", "create_time", b"create_time", "erase_time", b"erase_time", "expire_time", b"expire_time", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attempts", b"attempts", "bulk_job_id", b"bulk_job_id", "caller_service", b"caller_service", "category", b"category", "channel", b"channel", "content", b"content", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "locale", b"locale", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "status", b"status", "status_history", b"status_history", "status_reason", b"status_reason", "template_name", b"template_name", "template_version", b"template_version", "tenant_id", b"tenant_id", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attempts", b"attempts", "bulk_job_id", b"bulk_job_id", "caller_service", b"caller_service", "category", b"category", "channel", b"channel", "content", b"content", "content_hash", b"content_hash", "create_time", b"create_time", "erase_time", b"erase_time", "expire_time", b"expire_time", "id", b"id", "locale", b"locale", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "status", b"status", "status_history", b"status_history", "status_reason", b"status_reason", "template_name", b"template_name", "template_version", b"template_version", "tenant_id", b"tenant_id", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,7 +80,9 @@ class SendNotificationRequest(_message.Message):
 
     @_builtins.property
     def address(self) -> _notification_pb2.Address:
-        """Where to send it. Required for every channel but IN_APP."""
+        """Where to send it. Unset: the recipient's address from the directory (RecipientService);
+        a channel other than IN_APP with neither is FAILED_PRECONDITION.
+        """
 
     @_builtins.property
     def schedule_time(self) -> _timestamp_pb2.Timestamp:
@@ -125,8 +127,13 @@ class SendNotificationResponse(_message.Message):
 
     NOTIFICATION_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
     replayed: _builtins.bool
     """True when the request_id was seen before and the original notification is returned."""
+    deduplicated: _builtins.bool
+    """True when the same content went to the same recipient and channel within the category's
+    duplicate window: the earlier notification is returned and nothing new is sent.
+    """
     @_builtins.property
     def notification(self) -> _notification_pb2.Notification:
         """The notification, as accepted (usually QUEUED)."""
@@ -136,10 +143,11 @@ class SendNotificationResponse(_message.Message):
         *,
         notification: _notification_pb2.Notification | None = ...,
         replayed: _builtins.bool = ...,
+        deduplicated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification", "replayed", b"replayed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "notification", b"notification", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,7 +169,7 @@ class BulkRecipient(_message.Message):
     """This recipient's locale for the template."""
     @_builtins.property
     def address(self) -> _notification_pb2.Address:
-        """Where to send it; required for every channel but IN_APP."""
+        """Where to send it. Unset: the recipient's address from the directory."""
 
     @_builtins.property
     def variables(self) -> _struct_pb2.Struct:
@@ -314,6 +322,8 @@ class BulkSendResult(_message.Message):
     NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position of the recipient in the request."""
     user_id: _builtins.str
@@ -322,6 +332,10 @@ class BulkSendResult(_message.Message):
     """The notification made for them; empty if refused."""
     status: _notification_pb2.NotificationStatus.ValueType
     """Its status; unset if refused."""
+    status_reason: _builtins.str
+    """Why it has its status when a policy decided (suppressed, held for quiet hours...)."""
+    deduplicated: _builtins.bool
+    """True when an earlier notification with the same content was returned instead."""
     @_builtins.property
     def refusal(self) -> Global___RecipientRefusal:
         """Why they were refused; unset if accepted."""
@@ -334,10 +348,12 @@ class BulkSendResult(_message.Message):
         notification_id: _builtins.str = ...,
         status: _notification_pb2.NotificationStatus.ValueType = ...,
         refusal: Global___RecipientRefusal | None = ...,
+        status_reason: _builtins.str = ...,
+        deduplicated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["refusal", b"refusal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "notification_id", b"notification_id", "refusal", b"refusal", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "index", b"index", "notification_id", b"notification_id", "refusal", b"refusal", "status", b"status", "status_reason", b"status_reason", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
