@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from application.fingerprint import fingerprint
 from application.ports.clock import Clock
 from application.ports.repositories import DeadLetterQuery, PageCursor, UnitOfWorkFactory
 from application.ports.scheduler import Scheduler
 from application.principal import Principal
+from application.use_cases import paging
 from application.use_cases.id_lists import distinct_ids, load_all
 from application.use_cases.send_notification import queue_item
 from domain.errors import ValidationFailed
@@ -23,30 +20,22 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
-def _filters_key(query: DeadLetterQuery) -> str:
-    return fingerprint(asdict(query))[:16]
+def _filters(query: DeadLetterQuery) -> dict[str, object]:
+    return asdict(query)
 
 
 def encode_page_token(cursor: PageCursor, query: DeadLetterQuery) -> str:
-    raw = json.dumps({"at": cursor.at.isoformat(), "id": cursor.id, "q": _filters_key(query)})
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return paging.encode_page_token({"at": cursor.at.isoformat(), "id": cursor.id}, _filters(query))
 
 
 def decode_page_token(token: str, query: DeadLetterQuery) -> PageCursor | None:
-    """AIP-158: a token is opaque, and only valid with the filters that produced it."""
-    if not token:
+    position = paging.decode_page_token(token, _filters(query))
+    if position is None:
         return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        cursor = PageCursor(datetime.fromisoformat(data["at"]), str(data["id"]))
-        issued_for = data["q"]
-    except (binascii.Error, ValueError, KeyError, TypeError) as error:
+        return PageCursor(datetime.fromisoformat(position["at"]), str(position["id"]))
+    except (KeyError, TypeError, ValueError) as error:
         raise ValidationFailed.single("page_token", "is not a token this API issued") from error
-    if issued_for != _filters_key(query):
-        raise ValidationFailed.single(
-            "page_token", "was issued for other filters; repeat the same filters or drop it"
-        )
-    return cursor
 
 
 class ListDeadLetters:

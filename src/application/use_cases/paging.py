@@ -1,0 +1,48 @@
+"""AIP-158 page tokens: opaque to callers, and valid only with the request that produced them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from application.fingerprint import fingerprint
+from domain.errors import ValidationFailed
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
+    """The page size to use: ``default`` for 0; INVALID_ARGUMENT outside 0..MAX_PAGE_SIZE."""
+    if requested < 0 or requested > MAX_PAGE_SIZE:
+        raise ValidationFailed.single("page_size", f"must be 0 to {MAX_PAGE_SIZE}")
+    return requested or default
+
+
+def encode_page_token(position: dict[str, Any], request: Any) -> str:
+    """A token for the page after ``position`` (JSON values), bound to ``request`` (the filters:
+    any JSON-able value; the same filters must come with the token)."""
+    raw = json.dumps({"p": position, "q": fingerprint(request)[:16]}, default=str)
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_page_token(token: str, request: Any) -> dict[str, Any] | None:
+    """The position a token stands for (None for ''); INVALID_ARGUMENT for a token this API did
+    not issue or one issued for other filters."""
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        position = data["p"]
+        issued_for = data["q"]
+        if not isinstance(position, dict):
+            raise TypeError(position)
+    except (binascii.Error, ValueError, KeyError, TypeError) as error:
+        raise ValidationFailed.single("page_token", "is not a token this API issued") from error
+    if issued_for != fingerprint(request)[:16]:
+        raise ValidationFailed.single(
+            "page_token", "was issued for other filters; repeat the same filters or drop it"
+        )
+    return position
