@@ -1,8 +1,10 @@
-"""Turning a send command into an accepted Notification: address, rendering, validation."""
+"""Turning a send command into a checked send: address (given or from the directory), rendering,
+validation. The policy step (policy_gate.py) then decides whether and when it goes out."""
 
 from __future__ import annotations
 
 from collections.abc import Set
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from application.fingerprint import fingerprint
@@ -12,8 +14,10 @@ from application.principal import Principal
 from application.use_cases.commands import SendNotificationCommand
 from domain.errors import PreconditionFailed, ValidationFailed, Violations
 from domain.notification import (
+    ADDRESS_KIND_BY_CHANNEL,
     Address,
     Channel,
+    Decision,
     Content,
     NewNotification,
     Notification,
@@ -21,6 +25,7 @@ from domain.notification import (
     TemplateRef,
     validate_new,
 )
+from domain.recipient import Recipient
 
 
 def check_channel(channel: Channel, available: Set[Channel]) -> None:
@@ -42,8 +47,51 @@ def check_content_source(content: Content | None, has_template: bool, prefix: st
         raise ValidationFailed.single(f"{prefix}content", "give either content or template")
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A send that passed every check of its own; the policy step decides its fate."""
+
+    new: NewNotification
+    id: str
+    tenant_id: str
+    caller: str
+    fingerprint: str
+    content_hash: str
+    bulk_job_id: str | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.new.user_id
+
+    def accept(self, now: datetime, decision: Decision) -> Notification:
+        return Notification.accept(
+            self.new,
+            id=self.id,
+            tenant_id=self.tenant_id,
+            caller=self.caller,
+            fingerprint=self.fingerprint,
+            now=now,
+            bulk_job_id=self.bulk_job_id,
+            decision=decision,
+        )
+
+
+def directory_address(channel: Channel, user_id: str, recipient: Recipient | None) -> Address:
+    """The recipient's address for ``channel`` from the directory; FAILED_PRECONDITION if none."""
+    address = recipient.address_for(channel) if recipient is not None else None
+    if address is None:
+        kind = ADDRESS_KIND_BY_CHANNEL[channel]
+        where = "is not in the directory" if recipient is None else f"has no usable {kind}"
+        raise PreconditionFailed(
+            "address",
+            f"no address given, and recipient {user_id!r} {where} for {channel}",
+            reason="RECIPIENT_HAS_NO_ADDRESS",
+        )
+    return address
+
+
 class NotificationPreparer:
-    """Builds the aggregate for a command; raises before anything is written."""
+    """Builds a checked send from a command; raises before anything is written."""
 
     def __init__(
         self, renderer: TemplateRenderer, ids: IdGenerator, channels: Set[Channel]
@@ -61,9 +109,12 @@ class NotificationPreparer:
         command: SendNotificationCommand,
         principal: Principal,
         now: datetime,
+        recipient: Recipient | None = None,
         *,
         bulk_job_id: str | None = None,
-    ) -> Notification:
+    ) -> Prepared:
+        """``recipient`` is the directory entry of ``command.user_id`` (None if there is none):
+        it supplies the address and the template locale the command leaves out."""
         check_channel(command.channel, self._channels)
         check_content_source(command.content, command.template is not None)
         violations = Violations()
@@ -76,17 +127,17 @@ class NotificationPreparer:
         rendered: Rendered | None = None
         content = command.content
         if command.template is not None:
+            locale = command.template.locale or (recipient.locale if recipient else "")
             try:
                 rendered = await self._renderer.render(
                     principal.tenant_id,
-                    TemplateRef(
-                        command.template.name, command.template.variables, command.template.locale
-                    ),
+                    TemplateRef(command.template.name, command.template.variables, locale),
                     command.channel,
                 )
                 content = rendered.content
             except ValidationFailed as error:
                 violations.extend(error)
+        needs_address = command.channel in ADDRESS_KIND_BY_CHANNEL
         new = NewNotification(
             request_id=command.request_id,
             user_id=command.user_id,
@@ -100,18 +151,25 @@ class NotificationPreparer:
             metadata=command.metadata,
             rendered=rendered,
         )
-        if violations:
-            # Name every other bad field too, without repeating the address or content ones.
-            for v in validate_new(new, now):
-                if not v.field.startswith(("address", "content")):
-                    violations.add(v.field, v.description)
-            violations.raise_if_any()
-        return Notification.accept(
-            new,
+        # Name every bad field at once, without repeating the address or content ones, and
+        # without asking for an address the directory may still supply.
+        for v in validate_new(new, now):
+            if violations and v.field.startswith(("address", "content")):
+                continue
+            if needs_address and command.address is None and v.field.startswith("address"):
+                continue
+            violations.add(v.field, v.description)
+        violations.raise_if_any()
+        if needs_address and address is None:
+            new = replace(
+                new, address=directory_address(command.channel, command.user_id, recipient)
+            )
+        return Prepared(
+            new=new,
             id=self._ids.new_id(),
             tenant_id=principal.tenant_id,
             caller=principal.service,
             fingerprint=fingerprint(command.meaning()),
-            now=now,
+            content_hash=new.content.digest(),
             bulk_job_id=bulk_job_id,
         )

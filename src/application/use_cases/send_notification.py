@@ -1,27 +1,54 @@
-"""SendNotification: accept one notification, persist it, queue it."""
+"""SendNotification: accept one notification, decide its fate, persist it, queue it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from application.errors import IdempotencyConflict
 from application.ports.clock import Clock
-from application.ports.repositories import UnitOfWorkFactory
+from application.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 from application.principal import Principal
 from application.use_cases.commands import SendNotificationCommand
-from application.use_cases.preparation import NotificationPreparer
+from application.use_cases.policy_gate import PolicyGate, category_of
+from application.use_cases.preparation import NotificationPreparer, Prepared
 from domain.notification import Notification, Status
+from domain.policy import Category
+from domain.recipient import Recipient
 
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
     notification: Notification
     replayed: bool
+    # The same content went to the same recipient and channel within the duplicate window:
+    # ``notification`` is that earlier one.
+    deduplicated: bool = False
 
 
 def queue_item(n: Notification) -> QueueItem:
     return QueueItem(n.id, n.priority, n.due_at)
+
+
+async def earlier_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | None:
+    """What an earlier request with this request_id got (a notification of its own, or one it
+    was folded into as a duplicate); None if the request_id is new. ALREADY_EXISTS if it was
+    used for a different request."""
+    tenant_id, request_id = prepared.tenant_id, prepared.new.request_id
+    existing = await uow.notifications.get_by_request_id(tenant_id, request_id)
+    if existing is not None:
+        if existing.request_fingerprint != prepared.fingerprint:
+            raise IdempotencyConflict(request_id, existing.id)
+        return SendOutcome(existing, replayed=True)
+    alias = await uow.notifications.get_alias(tenant_id, request_id)
+    if alias is None:
+        return None
+    fingerprint, notification_id = alias
+    if fingerprint != prepared.fingerprint:
+        raise IdempotencyConflict(request_id, notification_id)
+    folded_into = await uow.notifications.get(tenant_id, notification_id)
+    return SendOutcome(folded_into, replayed=True, deduplicated=True)
 
 
 class SendNotification:
@@ -31,29 +58,61 @@ class SendNotification:
         scheduler: Scheduler,
         preparer: NotificationPreparer,
         clock: Clock,
+        gate: PolicyGate | None = None,
     ) -> None:
         self._uow = uow
         self._scheduler = scheduler
         self._preparer = preparer
         self._clock = clock
+        self._gate = gate or PolicyGate()
 
     async def execute(self, principal: Principal, command: SendNotificationCommand) -> SendOutcome:
         now = self._clock.now()
-        notification = await self._preparer.prepare(command, principal, now)
         async with self._uow() as uow:
-            if not await uow.notifications.add(notification):
-                existing = await uow.notifications.get_by_request_id(
-                    principal.tenant_id, command.request_id
-                )
-                assert existing is not None, "insert conflicted but no row holds the request_id"
-                if existing.request_fingerprint != notification.request_fingerprint:
-                    raise IdempotencyConflict(command.request_id, existing.id)
-                notification, replayed = existing, True
-            else:
-                replayed = False
-                await uow.commit()
+            recipient = await uow.recipients.get(principal.tenant_id, command.user_id)
+            category = await category_of(uow, principal.tenant_id, command.category)
+            prepared = await self._preparer.prepare(command, principal, now, recipient)
+            outcome = await self._store(uow, prepared, category, recipient, now)
         # Enqueueing after the commit: if it fails the caller gets UNAVAILABLE, and its retry
         # (a replay) enqueues again; the reconciler covers a caller that never retries.
-        if notification.status is Status.QUEUED:
-            await self._scheduler.enqueue([queue_item(notification)], now)
-        return SendOutcome(notification, replayed)
+        if outcome.notification.status is Status.QUEUED and not outcome.deduplicated:
+            await self._scheduler.enqueue([queue_item(outcome.notification)], now)
+        return outcome
+
+    async def _store(
+        self,
+        uow: UnitOfWork,
+        prepared: Prepared,
+        category: Category,
+        recipient: Recipient | None,
+        now: datetime,
+    ) -> SendOutcome:
+        dedups = self._gate.dedup_window(category) > timedelta(0)
+        if dedups:
+            # A retry must get its first answer, not be folded into its own first notification.
+            earlier = await earlier_answer(uow, prepared)
+            if earlier is not None:
+                return earlier
+        await self._gate.lock(uow, prepared.tenant_id, category, [(prepared.user_id, recipient)])
+        admission = await self._gate.admit(uow, prepared, category, recipient, now)
+        if admission.duplicate:
+            bound = await uow.notifications.add_alias(
+                prepared.tenant_id,
+                prepared.new.request_id,
+                prepared.fingerprint,
+                admission.notification.id,
+                now,
+            )
+            if not bound:
+                # A concurrent retry of this very request bound it first.
+                answer = await earlier_answer(uow, prepared)
+                assert answer is not None, "alias conflicted but no alias holds the request_id"
+                return answer
+            await uow.commit()
+            return SendOutcome(admission.notification, replayed=False, deduplicated=True)
+        if not await uow.notifications.add(admission.notification):
+            answer = await earlier_answer(uow, prepared)
+            assert answer is not None, "insert conflicted but no row holds the request_id"
+            return answer
+        await uow.commit()
+        return SendOutcome(admission.notification, replayed=False)

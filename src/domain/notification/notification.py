@@ -70,8 +70,9 @@ def validate_new(new: NewNotification, now: datetime, field_prefix: str = "") ->
         v.add(f"{p}category", "required (the notification type, e.g. order_shipped)")
     elif len(new.category) > MAX_CATEGORY_CHARS:
         v.add(f"{p}category", f"longer than {MAX_CATEGORY_CHARS} characters")
-    if not new.content.title.strip() and not new.content.body.strip():
-        v.add(f"{p}content", "title and body are both empty")
+    c = new.content
+    if not c.title.strip() and not c.body.strip() and not c.html.strip() and not c.data:
+        v.add(f"{p}content", "title, body, html and data are all empty")
     if len(new.content.title) > MAX_TITLE_CHARS:
         v.add(f"{p}content.title", f"longer than {MAX_TITLE_CHARS} characters")
     if len(new.content.body) > MAX_BODY_CHARS:

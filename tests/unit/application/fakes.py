@@ -112,6 +112,8 @@ class FakeDatabase:
     recipients: dict[tuple[str, str], Recipient] = field(default_factory=dict)
     categories: dict[tuple[str, str], Category] = field(default_factory=dict)
     aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    # (tenant, user) of every recipient lock taken, in order.
+    recipient_locks: list[tuple[str, str]] = field(default_factory=list)
     commits: int = 0
     rollbacks: int = 0
     api_key_lookups: int = 0
@@ -208,7 +210,7 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
     def __init__(self, db: FakeDatabase) -> None:
         self._rows = _Overlay(db.notifications)
         self._aliases = _Overlay(db.aliases)
-        self.locked: list[tuple[str, str]] = []
+        self._locks = db.recipient_locks
 
     async def add(self, notification: Notification) -> bool:
         key = (notification.tenant_id, notification.request_id)
@@ -254,7 +256,7 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
         )
 
     async def lock_recipient(self, tenant_id: str, user_id: str) -> None:
-        self.locked.append((tenant_id, user_id))
+        self._locks.append((tenant_id, user_id))
 
     async def find_duplicate(
         self, tenant_id: str, user_id: str, channel: Channel, content_hash: str, since: datetime

@@ -62,10 +62,11 @@ async def test_mixed_recipients_are_accepted_or_refused_one_by_one(world: World)
         "INVALID_ARGUMENT",
         "recipients[1].address.email",
     )
+    # No address given and none in the directory: the request is fine, the directory is not.
     assert refusals[2] is not None
     assert (refusals[2].code, refusals[2].field) == (
-        "INVALID_ARGUMENT",
-        "recipients[2].address.email",
+        "FAILED_PRECONDITION",
+        "recipients[2].address",
     )
 
     accepted = [r.notification for r in outcome.results if r.notification is not None]

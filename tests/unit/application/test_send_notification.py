@@ -122,7 +122,6 @@ async def test_request_ids_are_per_tenant(world: World) -> None:
         ({"address": AddressInput("email", "not-an-email")}, "address.email"),
         ({"user_id": ""}, "user_id"),
         ({"category": " "}, "category"),
-        ({"address": None}, "address.email"),
         ({"content": Content("", "")}, "content"),
         ({"expires_at": T0 - timedelta(seconds=1)}, "expires_at"),
         ({"request_id": ""}, "request_id"),
@@ -150,6 +149,15 @@ async def test_every_bad_field_is_reported_at_once(world: World) -> None:
             ALICE, command(user_id="", address=AddressInput("email", "nope"))
         )
     assert {"user_id", "address.email"} <= set(fields(info.value))
+
+
+async def test_no_address_and_no_directory_entry_is_a_failed_precondition(world: World) -> None:
+    with pytest.raises(PreconditionFailed) as info:
+        await use_case(world).execute(ALICE, command(address=None))
+    assert info.value.reason == "RECIPIENT_HAS_NO_ADDRESS"
+    assert info.value.subject == "address"
+    assert world.db.notifications == {}
+    assert world.db.commits == 0
 
 
 async def test_unconfigured_channel_is_a_failed_precondition(world: World) -> None:

@@ -1,0 +1,115 @@
+"""The policy step between a checked send and the queue: duplicates, opt-outs, frequency caps,
+quiet hours. It runs inside the transaction that stores the notification, so what it counts
+is what is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from application.ports.repositories import UnitOfWork
+from application.use_cases.preparation import Prepared
+from domain.notification import Notification, Status
+from domain.policy import Category, Limits
+from domain.policy.decision import decide
+from domain.policy.limits import DAY
+from domain.recipient import Recipient
+from domain.timezone import zone
+
+# Statuses that no longer count against a cap, and that a duplicate is not folded into.
+_NOT_COUNTED = frozenset({Status.SUPPRESSED, Status.CANCELLED, Status.EXPIRED})
+_NOT_GOING_OUT = _NOT_COUNTED | {Status.FAILED}
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    notification: Notification
+    # True: ``notification`` is an earlier one with the same content; nothing new is stored.
+    duplicate: bool = False
+
+
+async def category_of(uow: UnitOfWork, tenant_id: str, name: str) -> Category:
+    """The tenant's definition of the category; an undefined one is transactional, uncapped."""
+    return await uow.categories.get(tenant_id, name) or Category.undefined(name)
+
+
+class PolicyGate:
+    def __init__(self, default_dedup_window: timedelta = timedelta(0)) -> None:
+        self._default_window = default_dedup_window
+
+    def dedup_window(self, category: Category) -> timedelta:
+        return category.dedup_window_or(self._default_window)
+
+    def limits(self, category: Category, recipient: Recipient | None) -> Limits:
+        if recipient is None:
+            return category.limits
+        return category.limits.stricter(recipient.preferences.limits_for(category.name))
+
+    async def lock(
+        self,
+        uow: UnitOfWork,
+        tenant_id: str,
+        category: Category,
+        recipients: Iterable[tuple[str, Recipient | None]],
+    ) -> None:
+        """Serialise accepts per recipient where a count decides (duplicates, caps). Locks are
+        taken in user_id order so that two bulk sends cannot deadlock each other."""
+        dedups = self.dedup_window(category) > timedelta(0)
+        users = sorted(
+            {user for user, r in recipients if dedups or self.limits(category, r).active}
+        )
+        for user in users:
+            await uow.notifications.lock_recipient(tenant_id, user)
+
+    async def admit(
+        self,
+        uow: UnitOfWork,
+        prepared: Prepared,
+        category: Category,
+        recipient: Recipient | None,
+        now: datetime,
+        batch: Sequence[Notification] = (),
+    ) -> Admission:
+        """Decide about ``prepared``. ``batch`` holds notifications admitted earlier in the same
+        transaction and not yet stored (a bulk send), which count like stored ones."""
+        new = prepared.new
+        mine = [n for n in batch if n.user_id == new.user_id]
+        window = self.dedup_window(category)
+        if window > timedelta(0):
+            earlier = next(
+                (
+                    n
+                    for n in reversed(mine)
+                    if n.channel is new.channel
+                    and n.content_hash == prepared.content_hash
+                    and n.status not in _NOT_GOING_OUT
+                ),
+                None,
+            ) or await uow.notifications.find_duplicate(
+                prepared.tenant_id, new.user_id, new.channel, prepared.content_hash, now - window
+            )
+            if earlier is not None:
+                return Admission(earlier, duplicate=True)
+        due = max(now, new.scheduled_at or now)
+        limits = self.limits(category, recipient)
+        counted: list[datetime] = []
+        if limits.active:
+            counted = await uow.notifications.counted_due_times(
+                prepared.tenant_id, new.user_id, category.name, due - DAY
+            )
+            counted += [
+                n.due_at
+                for n in mine
+                if n.category == category.name and n.status not in _NOT_COUNTED
+            ]
+        decision = decide(
+            category=category,
+            channel=new.channel,
+            priority=new.priority,
+            due=due,
+            preferences=recipient.preferences if recipient else None,
+            time_zone=zone(recipient.time_zone if recipient else ""),
+            counted=counted,
+        )
+        return Admission(prepared.accept(now, decision))
