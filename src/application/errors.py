@@ -36,3 +36,12 @@ class ConcurrentUpdate(ApplicationError):
 
     def __init__(self, kind: str, key: str) -> None:
         super().__init__(f"{kind} {key} was changed concurrently")
+
+
+class AlreadyExists(ApplicationError):
+    """Creating something whose name is taken."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!r} already exists")

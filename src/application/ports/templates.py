@@ -1,16 +1,34 @@
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from domain.notification import Channel, Rendered, TemplateRef
+from domain.notification import Channel, Content, Rendered, TemplateRef
+from domain.template import ChannelContent, TemplateVersionContent
 
 
 class TemplateRenderer(Protocol):
+    """What sends use: the ACTIVE version of a named template, rendered for one channel."""
+
     async def render(self, tenant_id: str, ref: TemplateRef, channel: Channel) -> Rendered:
-        """Render the named template. Raises NotFound for an unknown template and
-        ValidationFailed naming the variable for a missing or unusable variable."""
+        """ValidationFailed naming ``template.name`` for an unknown template and
+        ``template.variables.<name>`` for a missing, mistyped or undeclared variable;
+        PreconditionFailed when no version is active (TEMPLATE_INACTIVE) or no locale of the
+        fallback chain has content for ``channel`` (TEMPLATE_HAS_NO_CONTENT_FOR_CHANNEL)."""
         ...
 
-    def check_source(self, title: str, body: str) -> None:
-        """Raise ValidationFailed (naming ``title`` or ``body``) if either does not compile."""
+
+class TemplateEngine(Protocol):
+    """The template language: checking sources before they are stored, and rendering them."""
+
+    async def check(self, content: TemplateVersionContent) -> None:
+        """ValidationFailed naming each source (``contents[0].email.subject``) that does not
+        compile, reaches for internals, or uses a variable ``content`` does not declare."""
+        ...
+
+    async def render(
+        self, content: ChannelContent, values: Mapping[str, Any], template_field: str
+    ) -> Content:
+        """Render with already checked values. ValidationFailed naming ``template_field`` when
+        the sandbox refuses the template, or it runs too long or renders too much."""
         ...

@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import base64
-import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from application.errors import AlreadyExists
 from application.ports.clock import Clock, IdGenerator
-from application.ports.repositories import (
-    ApiKeyRecord,
-    TemplateVersion,
-    Tenant,
-    UnitOfWorkFactory,
-)
-from application.ports.templates import TemplateRenderer
+from application.ports.repositories import ApiKeyRecord, Tenant, UnitOfWorkFactory
+from application.principal import Principal
 from application.use_cases.authenticate import hash_api_key
+from application.use_cases.templates import (
+    CreateTemplate,
+    TemplateDraft,
+    TemplateWithVersion,
+    UpdateTemplate,
+)
 from domain.errors import ValidationFailed
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def _check_name(field: str, value: str) -> None:
-    if not _NAME.match(value):
-        raise ValidationFailed.single(
-            field,
-            "1-64 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)",
-        )
+from domain.names import check_name
 
 
 def new_webhook_secret() -> str:
@@ -50,8 +42,8 @@ class CreateApiKey:
 
     async def execute(self, tenant_id: str, service: str, key: str | None = None) -> IssuedKey:
         """Issue a key (``key`` given: register that exact key, as dev mode does)."""
-        _check_name("tenant", tenant_id)
-        _check_name("service", service)
+        check_name("tenant", tenant_id)
+        check_name("service", service)
         key = key or "nfy_" + secrets.token_urlsafe(32)
         if len(key) < 16:
             raise ValidationFailed.single("key", "an API key must be at least 16 characters")
@@ -73,19 +65,28 @@ class CreateApiKey:
 
 
 class PutTemplate:
-    def __init__(self, uow: UnitOfWorkFactory, renderer: TemplateRenderer, clock: Clock) -> None:
-        self._uow = uow
-        self._renderer = renderer
-        self._clock = clock
+    """The operator's verb (CLI, dev seed): store a template's next version and activate it,
+    creating the template if it is new."""
+
+    def __init__(self, create: CreateTemplate, update: UpdateTemplate) -> None:
+        self._create = create
+        self._update = update
 
     async def execute(
-        self, tenant_id: str, name: str, title: str, body: str, locale: str = ""
-    ) -> TemplateVersion:
-        _check_name("name", name)
-        self._renderer.check_source(title, body)
-        async with self._uow() as uow:
-            stored = await uow.templates.put(
-                TemplateVersion(tenant_id, name, 0, locale, title, body), self._clock.now()
+        self, tenant_id: str, service: str, draft: TemplateDraft
+    ) -> TemplateWithVersion:
+        check_name("tenant", tenant_id)
+        principal = Principal(tenant_id, service)
+        draft = replace(draft, activate=True)
+        try:
+            return await self._create.execute(principal, draft)
+        except AlreadyExists:
+            # Empty fields keep what the template has, as UpdateTemplate does.
+            return await self._update.execute(
+                principal,
+                replace(
+                    draft,
+                    description=draft.description or None,
+                    default_locale=draft.default_locale or None,
+                ),
             )
-            await uow.commit()
-        return stored

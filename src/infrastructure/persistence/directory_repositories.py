@@ -1,4 +1,4 @@
-"""Tenants, API keys, templates and bulk jobs in Postgres."""
+"""Tenants, API keys and bulk jobs in Postgres."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from application.ports.repositories import ApiKeyRecord, TemplateVersion, Tenant
+from application.ports.repositories import ApiKeyRecord, Tenant
 from domain.bulk_job import BulkJob
-from infrastructure.persistence.tables import TS, api_keys, bulk_jobs, templates, tenants
+from infrastructure.persistence.tables import api_keys, bulk_jobs, tenants
 
 
 class SqlTenantRepository:
@@ -65,93 +65,6 @@ class SqlApiKeyRepository:
                 revoked_at=now if record.revoked else None,
             )
         )
-
-
-class SqlTemplateRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._conn = connection
-
-    async def latest(self, tenant_id: str, name: str) -> list[TemplateVersion]:
-        newest = (
-            sa.select(sa.func.max(templates.c.version))
-            .where(templates.c.tenant_id == tenant_id, templates.c.name == name)
-            .scalar_subquery()
-        )
-        rows = (
-            (
-                await self._conn.execute(
-                    sa.select(templates)
-                    .where(
-                        templates.c.tenant_id == tenant_id,
-                        templates.c.name == name,
-                        templates.c.version == newest,
-                    )
-                    .order_by(templates.c.locale)
-                )
-            )
-            .mappings()
-            .all()
-        )
-        return [
-            TemplateVersion(
-                r["tenant_id"], r["name"], r["version"], r["locale"], r["title"], r["body"]
-            )
-            for r in rows
-        ]
-
-    async def put(self, template: TemplateVersion, now: datetime) -> TemplateVersion:
-        # Serialise concurrent puts of one template so version numbers do not collide.
-        await self._conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-            {"k": f"template:{template.tenant_id}:{template.name}"},
-        )
-        current = (
-            await self._conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(templates.c.version), 0)).where(
-                    templates.c.tenant_id == template.tenant_id, templates.c.name == template.name
-                )
-            )
-        ).scalar_one()
-        stored = TemplateVersion(
-            template.tenant_id,
-            template.name,
-            int(current) + 1,
-            template.locale,
-            template.title,
-            template.body,
-        )
-        # A version holds every locale: the other locales of the previous version carry over.
-        carried = sa.select(
-            templates.c.tenant_id,
-            templates.c.name,
-            sa.literal(stored.version),
-            templates.c.locale,
-            templates.c.title,
-            templates.c.body,
-            sa.literal(now, TS),
-        ).where(
-            templates.c.tenant_id == template.tenant_id,
-            templates.c.name == template.name,
-            templates.c.version == current,
-            templates.c.locale != template.locale,
-        )
-        await self._conn.execute(
-            sa.insert(templates).from_select(
-                ["tenant_id", "name", "version", "locale", "title", "body", "created_at"], carried
-            )
-        )
-        await self._conn.execute(
-            sa.insert(templates).values(
-                tenant_id=stored.tenant_id,
-                name=stored.name,
-                version=stored.version,
-                locale=stored.locale,
-                title=stored.title,
-                body=stored.body,
-                created_at=now,
-            )
-        )
-        return stored
 
 
 class SqlBulkJobRepository:

@@ -1,3 +1,4 @@
-from infrastructure.templates.jinja_renderer import JinjaTemplateRenderer
+from infrastructure.templates.engine import JinjaTemplateEngine
+from infrastructure.templates.renderer import JinjaTemplateRenderer
 
-__all__ = ["JinjaTemplateRenderer"]
+__all__ = ["JinjaTemplateEngine", "JinjaTemplateRenderer"]

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from application.use_cases.templates import TemplateDraft
+from domain.errors import ValidationFailed
 from infrastructure.config import ConfigError, Settings
 from interfaces.container import Container, close_clients
 
@@ -96,13 +98,37 @@ async def cmd_keys_create(settings: Settings, tenant: str, service: str) -> None
     _say("The key is shown once; notifyd stores only its hash.")
 
 
+def _template_draft(name: str, path: str) -> TemplateDraft:
+    """A CreateTemplateRequest in its JSON form (as grpcurl takes it), read from ``path``
+    ('-' for stdin). NAME on the command line wins over a name in the file."""
+    from google.protobuf import json_format
+
+    from interfaces.grpc.gen.notify.v1 import template_service_pb2 as tpb
+    from interfaces.grpc.template_mappers import draft
+
+    request = tpb.CreateTemplateRequest()
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        json_format.Parse(text, request)
+    except OSError as error:
+        raise ValidationFailed.single("file", f"cannot read {path}: {error}") from error
+    except json_format.ParseError as error:
+        raise ValidationFailed.single(
+            "file", f"{path} is not a CreateTemplateRequest: {error}"
+        ) from error
+    request.name = name or request.name
+    return draft(request)
+
+
 async def cmd_templates_put(settings: Settings, args: argparse.Namespace) -> None:
     settings.require_servers()
+    template = _template_draft(args.name, args.file)
     async with _running(settings) as container:
-        stored = await container.put_template().execute(
-            args.tenant, args.name, args.title, args.body, args.locale
-        )
-    _say(f"template {stored.name} version {stored.version} ({stored.locale or 'default'}) stored")
+        stored = await container.put_template().execute(args.tenant, "cli", template)
+    _say(
+        f"template {stored.template.name} version {stored.version.version} stored and active "
+        f"(default locale {stored.template.default_locale})"
+    )
 
 
 DEV_TENANT = "dev"
@@ -153,21 +179,44 @@ def _dev_key(data_dir: Path) -> str:
     return key
 
 
+def _welcome_template() -> TemplateDraft:
+    from domain.template import (
+        EmailContent,
+        InAppContent,
+        LocalizedContent,
+        TemplateVersionContent,
+        VariableDeclaration,
+        VariableType,
+    )
+
+    def localized(locale: str, title: str, body: str) -> LocalizedContent:
+        return LocalizedContent(
+            locale,
+            email=EmailContent(title, f"<p>{body}</p>", body),
+            in_app=InAppContent(title, body),
+        )
+
+    return TemplateDraft(
+        name="welcome",
+        description="Greets a new user (seeded by dev mode)",
+        default_locale="en",
+        content=TemplateVersionContent(
+            variables=(VariableDeclaration("name", VariableType.STRING, required=True),),
+            contents=(
+                localized("en", "Welcome, {{ name }}!", "Hello {{ name }}, glad you are here."),
+                localized(
+                    "de", "Willkommen, {{ name }}!", "Hallo {{ name }}, schön, dass du da bist."
+                ),
+            ),
+        ),
+    )
+
+
 async def _seed_templates(container: Container) -> None:
     async with container.uow()() as uow:
-        if await uow.templates.latest(DEV_TENANT, "welcome"):
+        if await uow.templates.get(DEV_TENANT, "welcome") is not None:
             return
-    put = container.put_template()
-    await put.execute(
-        DEV_TENANT, "welcome", "Welcome, {{ name }}!", "Hello {{ name }}, glad you are here."
-    )
-    await put.execute(
-        DEV_TENANT,
-        "welcome",
-        "Willkommen, {{ name }}!",
-        "Hallo {{ name }}, schön, dass du da bist.",
-        "de",
-    )
+    await container.put_template().execute(DEV_TENANT, DEV_SERVICE, _welcome_template())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,12 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     templates = sub.add_parser("templates", help="templates").add_subparsers(
         dest="templates_command", required=True
     )
-    put = templates.add_parser("put", help="store a new version of a template")
+    put = templates.add_parser(
+        "put",
+        help="create a template or store its next version, and activate it",
+        description="FILE holds a notify.v1.CreateTemplateRequest as JSON (the form grpcurl "
+        "takes): default_locale, variables and contents per locale and channel.",
+    )
+    put.add_argument("name", nargs="?", default="", help="the template's name (or in FILE)")
     put.add_argument("--tenant", required=True)
-    put.add_argument("--name", required=True)
-    put.add_argument("--title", required=True)
-    put.add_argument("--body", required=True)
-    put.add_argument("--locale", default="")
+    put.add_argument("--file", required=True, help="the request as JSON; '-' reads stdin")
     return parser
 
 

@@ -11,7 +11,13 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from application.errors import ConcurrentUpdate, IdempotencyConflict, Unauthenticated, Unavailable
+from application.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    Unauthenticated,
+    Unavailable,
+)
 from domain.errors import IllegalTransition, NotFound, PreconditionFailed, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -97,6 +103,14 @@ def _conflict(e: IdempotencyConflict) -> status_pb2.Status:
     )
 
 
+def _already_exists(e: AlreadyExists) -> status_pb2.Status:
+    return _status(
+        grpc.StatusCode.ALREADY_EXISTS,
+        str(e),
+        error_details_pb2.ResourceInfo(resource_type=e.kind, resource_name=e.key),
+    )
+
+
 def _unavailable(e: Unavailable) -> status_pb2.Status:
     return _status(
         grpc.StatusCode.UNAVAILABLE,
@@ -123,6 +137,7 @@ ERROR_TABLE: list[tuple[type[Exception], Callable[[Any], status_pb2.Status]]] = 
     (IllegalTransition, _illegal),
     (PreconditionFailed, _precondition),
     (IdempotencyConflict, _conflict),
+    (AlreadyExists, _already_exists),
     (Unavailable, _unavailable),
     (ConcurrentUpdate, _aborted),
     (Unauthenticated, _unauthenticated),
