@@ -1,27 +1,69 @@
-"""Webhook signing secrets per tenant, read from Postgres and cached briefly."""
+"""Webhook signing secrets, read from Postgres and cached briefly: a recipient endpoint's own
+secret for a notification sent to that endpoint, the tenant's for every other one."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from application.ports.repositories import UnitOfWorkFactory
 from domain.errors import NotFound
+from domain.notification import Notification
+from domain.recipient import WebhookEndpoint
+
+# Recipients are many, tenants few: the endpoint cache is bounded so a worker that serves
+# millions of users does not keep an entry for each.
+MAX_CACHED_ENDPOINTS = 10_000
 
 
 class TenantWebhookSecrets:
-    def __init__(self, uow: UnitOfWorkFactory, ttl_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        ttl_seconds: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._uow = uow
         self._ttl = ttl_seconds
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._monotonic = monotonic
+        self._tenants: dict[str, tuple[float, str]] = {}
+        self._endpoints: dict[tuple[str, str], tuple[float, WebhookEndpoint | None]] = {}
 
-    async def secret_for(self, tenant_id: str) -> str:
-        now = time.monotonic()
-        cached = self._cache.get(tenant_id)
+    async def secret_for(self, notification: Notification) -> str:
+        address = notification.address
+        if address is not None and address.kind == "webhook_url" and address.value:
+            endpoint = await self._endpoint(notification.tenant_id, notification.user_id)
+            # Only the recipient's own URL gets its secret: a notification addressed
+            # explicitly elsewhere must not be signed with a key that URL's owner never had.
+            if endpoint is not None and endpoint.secret and endpoint.url == address.value:
+                return endpoint.secret
+        return await self.tenant_secret(notification.tenant_id)
+
+    async def tenant_secret(self, tenant_id: str) -> str:
+        now = self._monotonic()
+        cached = self._tenants.get(tenant_id)
         if cached is not None and cached[0] > now:
             return cached[1]
         async with self._uow() as uow:
             tenant = await uow.tenants.get(tenant_id)
         if tenant is None:
             raise NotFound("tenant", tenant_id)
-        self._cache[tenant_id] = (now + self._ttl, tenant.webhook_secret)
+        self._tenants[tenant_id] = (now + self._ttl, tenant.webhook_secret)
         return tenant.webhook_secret
+
+    async def _endpoint(self, tenant_id: str, user_id: str) -> WebhookEndpoint | None:
+        now = self._monotonic()
+        key = (tenant_id, user_id)
+        cached = self._endpoints.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._uow() as uow:
+            recipient = await uow.recipients.get(tenant_id, user_id)
+        endpoint = recipient.webhook if recipient is not None else None
+        if len(self._endpoints) >= MAX_CACHED_ENDPOINTS:
+            self._endpoints = {k: v for k, v in self._endpoints.items() if v[0] > now}
+            if len(self._endpoints) >= MAX_CACHED_ENDPOINTS:
+                self._endpoints.clear()
+        # Absence is cached too: most webhooks go to tenants' own URLs, not recipients'.
+        self._endpoints[key] = (now + self._ttl, endpoint)
+        return endpoint
