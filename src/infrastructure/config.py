@@ -58,6 +58,9 @@ class Settings:
     # Dev mode turns this on so a newcomer can point a webhook at localhost.
     allow_private_targets: bool = False
     auth_cache_seconds: float = 30.0
+    # Identical content to the same recipient and channel within this window is sent once;
+    # a category can set its own window. 0 turns it off for categories that do not.
+    dedup_window_seconds: float = 0.0
     shutdown_grace_seconds: float = 10.0
     housekeeping_seconds: float = 5.0
     reconcile_grace_seconds: float = 5.0
@@ -91,6 +94,8 @@ class Settings:
         return dict(self.max_attempts_by_channel).get(channel, self.max_attempts)
 
     def check(self) -> None:
+        if not 0 <= self.dedup_window_seconds <= 7 * 24 * 3600:
+            raise ConfigError("NOTIFYD_DEDUP_WINDOW_SECONDS must be 0 to 604800 (7 days)")
         if self.worker_concurrency < 1:
             raise ConfigError("NOTIFYD_WORKER_CONCURRENCY must be at least 1")
         for name, value in (("", self.max_attempts), *self.max_attempts_by_channel):

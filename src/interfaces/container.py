@@ -12,13 +12,31 @@ from dependency_injector import containers, providers
 from application.use_cases.administration import CreateApiKey, PutTemplate
 from application.use_cases.authenticate import AuthenticateApiKey
 from application.use_cases.bulk_send import BulkSend
+from application.use_cases.categories import GetCategory, ListCategories, PutCategory
 from application.use_cases.dead_letters import ListDeadLetters, ReplayDeadLetters
 from application.use_cases.deliver_notification import DeliverNotification
 from application.use_cases.inbox import GetUnreadCount, MarkAsRead
 from application.use_cases.manage_notification import CancelNotification, GetNotification
+from application.use_cases.policy_gate import PolicyGate
 from application.use_cases.preparation import NotificationPreparer
+from application.use_cases.recipients import (
+    DeleteRecipient,
+    GetRecipient,
+    UnsubscribeFromMarketing,
+    UpdatePreferences,
+    UpsertRecipient,
+)
 from application.use_cases.reconcile_queue import ReconcileQueue
 from application.use_cases.send_notification import SendNotification
+from application.use_cases.templates import (
+    ActivateTemplateVersion,
+    CreateTemplate,
+    DeactivateTemplate,
+    GetTemplate,
+    ListTemplates,
+    RenderTemplate,
+    UpdateTemplate,
+)
 from domain.notification import Channel, RetryPolicy
 from infrastructure.clock import SystemClock, UuidV7Generator
 from infrastructure.config import Settings
@@ -28,9 +46,12 @@ from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
 from infrastructure.senders.in_app import InAppSender
-from infrastructure.templates import JinjaTemplateRenderer
+from infrastructure.templates import JinjaTemplateEngine, JinjaTemplateRenderer
+from interfaces.grpc.category_servicer import CategoryServicer
 from interfaces.grpc.notification_servicer import NotificationServicer
+from interfaces.grpc.recipient_servicer import RecipientServicer
 from interfaces.grpc.server import ApiServer
+from interfaces.grpc.template_servicer import TemplateServicer
 from interfaces.worker.runner import Worker
 
 # None of these clients connects when built (connections open on first use), so they are
@@ -82,7 +103,8 @@ class Container(containers.DeclarativeContainer):
         namespace=settings.provided.redis_namespace,
         starvation_after=providers.Factory(timedelta, seconds=settings.provided.starvation_seconds),
     )
-    renderer = providers.Singleton(JinjaTemplateRenderer, uow)
+    template_engine = providers.Singleton(JinjaTemplateEngine)
+    renderer = providers.Singleton(JinjaTemplateRenderer, uow, template_engine)
     webhook_secrets = providers.Singleton(TenantWebhookSecrets, uow)
     ssrf_guard = providers.Singleton(
         SsrfGuard, allow_private=settings.provided.allow_private_targets
@@ -104,8 +126,14 @@ class Container(containers.DeclarativeContainer):
         providers.Callable(lambda s: frozenset(s), senders),
     )
 
-    send_notification = providers.Singleton(SendNotification, uow, scheduler, preparer, clock)
-    bulk_send = providers.Singleton(BulkSend, uow, scheduler, preparer, clock, ids)
+    policy_gate = providers.Singleton(
+        PolicyGate,
+        providers.Factory(timedelta, seconds=settings.provided.dedup_window_seconds),
+    )
+    send_notification = providers.Singleton(
+        SendNotification, uow, scheduler, preparer, clock, policy_gate
+    )
+    bulk_send = providers.Singleton(BulkSend, uow, scheduler, preparer, clock, ids, policy_gate)
     get_notification = providers.Singleton(GetNotification, uow)
     cancel_notification = providers.Singleton(CancelNotification, uow, scheduler, clock)
     mark_as_read = providers.Singleton(MarkAsRead, uow, clock)
@@ -133,7 +161,9 @@ class Container(containers.DeclarativeContainer):
     list_dead_letters = providers.Singleton(ListDeadLetters, uow)
     replay_dead_letters = providers.Singleton(ReplayDeadLetters, uow, scheduler, clock)
     create_api_key = providers.Singleton(CreateApiKey, uow, clock, ids)
-    put_template = providers.Singleton(PutTemplate, uow, renderer, clock)
+    create_template = providers.Singleton(CreateTemplate, uow, template_engine, clock)
+    update_template = providers.Singleton(UpdateTemplate, uow, template_engine, clock)
+    put_template = providers.Singleton(PutTemplate, create_template, update_template)
 
     servicer = providers.Singleton(
         NotificationServicer,
@@ -146,11 +176,38 @@ class Container(containers.DeclarativeContainer):
         list_dead_letters,
         replay_dead_letters,
     )
+    recipient_servicer = providers.Singleton(
+        RecipientServicer,
+        providers.Singleton(UpsertRecipient, uow, clock),
+        providers.Singleton(GetRecipient, uow),
+        providers.Singleton(DeleteRecipient, uow, scheduler, clock),
+        providers.Singleton(UpdatePreferences, uow, clock),
+        providers.Singleton(UnsubscribeFromMarketing, uow, clock),
+    )
+    category_servicer = providers.Singleton(
+        CategoryServicer,
+        providers.Singleton(PutCategory, uow, clock),
+        providers.Singleton(GetCategory, uow),
+        providers.Singleton(ListCategories, uow),
+    )
+    template_servicer = providers.Singleton(
+        TemplateServicer,
+        create_template,
+        update_template,
+        providers.Singleton(GetTemplate, uow),
+        providers.Singleton(ListTemplates, uow),
+        providers.Singleton(ActivateTemplateVersion, uow, clock),
+        providers.Singleton(DeactivateTemplate, uow, clock),
+        providers.Singleton(RenderTemplate, uow, template_engine),
+    )
     api_server = providers.Factory(
         ApiServer,
         servicer,
         authenticate,
         settings.provided.listen,
+        recipients=recipient_servicer,
+        categories=category_servicer,
+        templates=template_servicer,
         reuse_port=settings.provided.reuse_port,
     )
     worker = providers.Factory(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,6 +29,28 @@ def e2e_servers(servers_dir: Path) -> Iterator[tuple[EmbeddedPostgres, EmbeddedR
     ):
         upgrade_to_head(pg.sqlalchemy_url())
         yield pg, redis_server
+
+
+TITLE = "Order {{ order_id }} shipped"
+BODY = "Hi {{ name }}, it is on its way."
+# A CreateTemplateRequest in JSON, as `notifyd templates put --file` takes it.
+ORDER_SHIPPED = {
+    "default_locale": "en",
+    "variables": [
+        {"name": "order_id", "type": "VARIABLE_TYPE_STRING", "required": True},
+        {"name": "name", "type": "VARIABLE_TYPE_STRING", "required": True},
+    ],
+    "contents": [
+        {
+            "locale": "en",
+            "email": {"subject": TITLE, "text": BODY},
+            "sms": {"text": BODY},
+            "push": {"title": TITLE, "body": BODY},
+            "in_app": {"title": TITLE, "body": BODY},
+            "webhook": {"payload": {"title": TITLE, "body": BODY}},
+        }
+    ],
+}
 
 
 @pytest.fixture(scope="session")
@@ -74,17 +97,10 @@ def notifyd(
     server = Notifyd(address, env, pg.uri(), process, log_path)
     server.callers["acme"] = server.issue_key("acme", "orders")
     server.callers["globex"] = server.issue_key("globex", "billing")
+    template_file = tmp_path_factory.mktemp("templates") / "order_shipped.json"
+    template_file.write_text(json.dumps(ORDER_SHIPPED))
     server.cli(
-        "templates",
-        "put",
-        "--tenant",
-        "acme",
-        "--name",
-        "order_shipped",
-        "--title",
-        "Order {{ order_id }} shipped",
-        "--body",
-        "Hi {{ name }}, it is on its way.",
+        "templates", "put", "order_shipped", "--tenant", "acme", "--file", str(template_file)
     )
     yield server
     process.terminate()

@@ -73,11 +73,6 @@ BAD_SENDS: list[tuple[str, dict[str, object], str]] = [
         "template.variables.order_id",
     ),
     (
-        "webhook without address",
-        {"channel": pb.CHANNEL_WEBHOOK},
-        "address.webhook_url",
-    ),
-    (
         "non-http webhook url",
         {"channel": pb.CHANNEL_WEBHOOK, "address": pb.Address(webhook_url="ftp://x.example/")},
         "address.webhook_url",

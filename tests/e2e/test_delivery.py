@@ -92,7 +92,8 @@ def test_webhook_is_signed_per_standard_webhooks(
         ),
         metadata=acme.metadata,
     ).notification
-    assert sent.content.title == "Order A-1001 shipped"
+    # A webhook template renders a JSON payload, carried as the content's data.
+    assert sent.content.data["title"] == "Order A-1001 shipped"
     assert sent.template_name == "order_shipped"
     assert sent.template_version == 1
 
@@ -105,7 +106,7 @@ def test_webhook_is_signed_per_standard_webhooks(
     payload = Webhook(acme.webhook_secret).verify(hook.body, hook.headers)
     assert hook.headers["webhook-id"] == sent.id
     assert payload["type"] == "order_shipped"
-    assert payload["data"]["title"] == "Order A-1001 shipped"
+    assert payload["data"]["payload"]["title"] == "Order A-1001 shipped"
     assert payload["data"]["metadata"] == {"order": "A-1001"}
     with pytest.raises(Exception, match=r"(?i)signature"):
         Webhook(notifyd_other_secret()).verify(hook.body, hook.headers)
@@ -275,7 +276,9 @@ def test_bulk_send_accepts_and_refuses_per_recipient(
         lambda n: n.status == pb.NOTIFICATION_STATUS_SENT,
     )
     assert final.bulk_job_id == response.job_id
-    assert json.loads(webhook_receiver.received[0].body)["data"]["title"] == "Order 1 shipped"
+    assert json.loads(webhook_receiver.received[0].body)["data"]["payload"]["title"] == (
+        "Order 1 shipped"
+    )
 
 
 def _struct(values: dict[str, object]) -> Struct:

@@ -10,10 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.tables import metadata
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 
-ALL_TABLES = ("tenants", "api_keys", "templates", "bulk_jobs", "notifications")
+# Every table the schema has (tables.py), so no test sees another's rows.
+ALL_TABLES = tuple(metadata.tables)
 
 
 @pytest.fixture(scope="session")

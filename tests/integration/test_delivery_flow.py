@@ -19,12 +19,13 @@ from standardwebhooks.webhooks import Webhook
 from application.ports.repositories import Tenant
 from application.ports.scheduler import Claim, QueueItem
 from application.principal import Principal
-from application.use_cases.administration import PutTemplate, new_webhook_secret
+from application.use_cases.administration import new_webhook_secret
 from application.use_cases.commands import AddressInput, SendNotificationCommand, TemplateInput
 from application.use_cases.deliver_notification import DeliverNotification
 from application.use_cases.manage_notification import CancelNotification
 from application.use_cases.preparation import NotificationPreparer
 from application.use_cases.send_notification import SendNotification
+from application.use_cases.templates import CreateTemplate, TemplateDraft
 from domain.notification import (
     AttemptOutcome,
     Channel,
@@ -35,13 +36,20 @@ from domain.notification import (
     RetryPolicy,
     Status,
 )
+from domain.template import (
+    LocalizedContent,
+    TemplateVersionContent,
+    VariableDeclaration,
+    VariableType,
+    WebhookContent,
+)
 from infrastructure.clock import SystemClock, UuidV7Generator
 from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
 from infrastructure.senders.in_app import InAppSender
-from infrastructure.templates import JinjaTemplateRenderer
+from infrastructure.templates import JinjaTemplateEngine, JinjaTemplateRenderer
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +226,7 @@ async def flow(
         Channel.IN_APP: InAppSender(),
     }
     preparer = NotificationPreparer(
-        JinjaTemplateRenderer(uow), UuidV7Generator(), frozenset(senders)
+        JinjaTemplateRenderer(uow, JinjaTemplateEngine()), UuidV7Generator(), frozenset(senders)
     )
     return Flow(
         uow=uow,
@@ -415,10 +423,29 @@ async def test_a_claim_for_a_notification_that_was_never_committed_is_dropped(
 
 
 async def test_a_templated_webhook_is_rendered_then_delivered(flow: Flow) -> None:
-    put_template = PutTemplate(flow.uow, JinjaTemplateRenderer(flow.uow), flow.clock)
-    await put_template.execute(TENANT, "shipped", "Order {{ order }}", "Hi {{ name }}!")
-    stored_template = await put_template.execute(
-        TENANT, "shipped", "Bestellung {{ order }}", "Hallo {{ name }}!", locale="de"
+    def payload(order: str, greeting: str) -> LocalizedContent:
+        return LocalizedContent(
+            "de" if "Bestellung" in order else "en",
+            webhook=WebhookContent({"order": order, "greeting": greeting, "n": [1]}),
+        )
+
+    created = await CreateTemplate(flow.uow, JinjaTemplateEngine(), flow.clock).execute(
+        PRINCIPAL,
+        TemplateDraft(
+            "shipped",
+            TemplateVersionContent(
+                (
+                    VariableDeclaration("order", VariableType.INTEGER),
+                    VariableDeclaration("name", VariableType.STRING),
+                ),
+                (
+                    payload("Order {{ order }}", "Hi {{ name }}!"),
+                    payload("Bestellung {{ order }}", "Hallo {{ name }}!"),
+                ),
+            ),
+            default_locale="en",
+            activate=True,
+        ),
     )
     outcome = await flow.send.execute(
         PRINCIPAL,
@@ -434,7 +461,7 @@ async def test_a_templated_webhook_is_rendered_then_delivered(flow: Flow) -> Non
     n = outcome.notification
     assert (n.template_name, n.template_version, n.locale) == (
         "shipped",
-        stored_template.version,
+        created.version.version,
         "de",
     )
 
@@ -442,12 +469,10 @@ async def test_a_templated_webhook_is_rendered_then_delivered(flow: Flow) -> Non
 
     [got] = flow.receiver.received
     assert got.verify_error == ""
-    assert (got.verified["data"]["title"], got.verified["data"]["body"]) == (
-        "Bestellung 42",
-        "Hallo Ada!",
-    )
     stored = await flow.load(n.id)
-    assert stored.content == Content("Bestellung 42", "Hallo Ada!")
+    rendered = Content("", "", data={"order": "Bestellung 42", "greeting": "Hallo Ada!", "n": [1]})
+    assert stored.content == rendered
+    assert stored.content_hash == rendered.digest()
 
 
 # -- in-app -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from infrastructure.clock import SystemClock, UuidV7Generator
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
-from infrastructure.templates import JinjaTemplateRenderer
+from infrastructure.templates import JinjaTemplateEngine, JinjaTemplateRenderer
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,9 @@ ACME = Principal("acme", "orders")
 
 def use_case(uow: SqlUnitOfWorkFactory, scheduler: RedisScheduler) -> SendNotification:
     preparer = NotificationPreparer(
-        JinjaTemplateRenderer(uow), UuidV7Generator(), frozenset({Channel.IN_APP})
+        JinjaTemplateRenderer(uow, JinjaTemplateEngine()),
+        UuidV7Generator(),
+        frozenset({Channel.IN_APP}),
     )
     return SendNotification(uow, scheduler, preparer, SystemClock())
 

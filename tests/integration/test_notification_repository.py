@@ -16,7 +16,6 @@ from application.ports.repositories import (
     ApiKeyRecord,
     DeadLetterQuery,
     PageCursor,
-    TemplateVersion,
     Tenant,
 )
 from domain.bulk_job import BulkJob
@@ -35,7 +34,6 @@ from domain.notification import (
     RetryPolicy,
     Status,
 )
-from infrastructure.persistence.tables import templates as templates_table
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
@@ -537,81 +535,6 @@ async def test_list_failed_filters_orders_newest_first_and_pages_by_keyset(
             "f3",
             "f2",
         ]
-
-
-# -- templates --------------------------------------------------------------------------------
-
-
-async def test_template_put_assigns_increasing_versions_per_template(
-    uow: SqlUnitOfWorkFactory,
-) -> None:
-    async with uow() as u:
-        v1 = await u.templates.put(TemplateVersion("tenant-a", "welcome", 0, "", "Hi", "v1"), T0)
-        v2 = await u.templates.put(TemplateVersion("tenant-a", "welcome", 99, "", "Hi", "v2"), T0)
-        other = await u.templates.put(TemplateVersion("tenant-a", "bye", 0, "", "Bye", "b"), T0)
-        foreign = await u.templates.put(
-            TemplateVersion("tenant-b", "welcome", 0, "", "Hallo", "t-b"), T0
-        )
-        await u.commit()
-    assert (v1.version, v2.version, other.version, foreign.version) == (1, 2, 1, 1)
-
-    async with uow() as u:
-        latest = await u.templates.latest("tenant-a", "welcome")
-        assert latest == [TemplateVersion("tenant-a", "welcome", 2, "", "Hi", "v2")]
-        assert [t.body for t in await u.templates.latest("tenant-b", "welcome")] == ["t-b"]
-        assert await u.templates.latest("tenant-a", "unknown") == []
-        assert await u.templates.latest("tenant-c", "welcome") == []
-
-
-async def test_template_latest_returns_every_locale_of_the_newest_version(
-    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
-) -> None:
-    # Several locales of one version can only be written directly (put makes one version each).
-    rows = [
-        (1, "", "old"),
-        (1, "de", "alt"),
-        (2, "", "Hello"),
-        (2, "de", "Hallo"),
-        (2, "de-CH", "Grüezi"),
-    ]
-    async with clean_db.begin() as conn:
-        await conn.execute(
-            sa.insert(templates_table),
-            [
-                {
-                    "tenant_id": "tenant-a",
-                    "name": "greet",
-                    "version": v,
-                    "locale": loc,
-                    "title": "t",
-                    "body": body,
-                    "created_at": T0,
-                }
-                for v, loc, body in rows
-            ],
-        )
-    async with uow() as u:
-        latest = await u.templates.latest("tenant-a", "greet")
-        assert {(t.version, t.locale, t.body) for t in latest} == {
-            (2, "", "Hello"),
-            (2, "de", "Hallo"),
-            (2, "de-CH", "Grüezi"),
-        }
-        # A later put is version 3.
-        v3 = await u.templates.put(TemplateVersion("tenant-a", "greet", 0, "fr", "t", "Salut"), T0)
-        assert v3.version == 3
-
-
-async def test_putting_a_translation_keeps_the_other_locales_of_the_template(
-    uow: SqlUnitOfWorkFactory,
-) -> None:
-    async with uow() as u:
-        await u.templates.put(TemplateVersion("tenant-a", "greet", 0, "", "t", "Hello"), T0)
-        await u.templates.put(TemplateVersion("tenant-a", "greet", 0, "de", "t", "Hallo"), T0)
-        await u.commit()
-    async with uow() as u:
-        latest = await u.templates.latest("tenant-a", "greet")
-    assert {t.locale: t.body for t in latest} == {"": "Hello", "de": "Hallo"}
 
 
 # -- API keys and tenants ---------------------------------------------------------------------

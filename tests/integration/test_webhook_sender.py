@@ -117,8 +117,8 @@ class StaticSecrets:
         self.secret = secret
         self.asked: list[str] = []
 
-    async def secret_for(self, tenant_id: str) -> str:
-        self.asked.append(tenant_id)
+    async def secret_for(self, notification: Notification) -> str:
+        self.asked.append(notification.tenant_id)
         return self.secret
 
 
@@ -228,6 +228,17 @@ async def test_delivers_a_signed_payload_that_the_reference_library_verifies(
         },
     }
     assert got.body == webhook_body(notification)
+
+
+async def test_a_rendered_webhook_payload_travels_in_the_body(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    notification = make_notification(f"http://127.0.0.1:{receiver.port}/")
+    notification.content = Content("", "", data={"order": {"id": 42, "items": ["a", "b"]}})
+    await sender(client).send(notification)
+    (got,) = receiver.received
+    assert got.verify_error == ""
+    assert json.loads(got.body)["data"]["payload"] == {"order": {"id": 42, "items": ["a", "b"]}}
 
 
 async def test_a_retry_sends_the_same_id_and_the_same_bytes(

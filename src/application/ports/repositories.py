@@ -12,6 +12,7 @@ from domain.bulk_job import BulkJob
 from domain.notification import Channel, Notification, Priority, Status
 from domain.policy import Category
 from domain.recipient import Recipient
+from domain.template import Template, TemplateVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,25 +153,33 @@ class TenantRepository(Protocol):
     async def add(self, tenant: Tenant, now: datetime) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateVersion:
-    """One stored version of a template's content for one locale ('' is the default)."""
-
-    tenant_id: str
-    name: str
-    version: int
-    locale: str
-    title: str
-    body: str
-
-
 class TemplateRepository(Protocol):
-    async def latest(self, tenant_id: str, name: str) -> list[TemplateVersion]:
-        """Every locale of the newest version of the template (empty if unknown)."""
+    async def get(self, tenant_id: str, name: str, *, for_update: bool = False) -> Template | None:
+        """The template without its versions. ``for_update`` locks the row until the
+        transaction ends, so concurrent writers take turns (no two make the same version)."""
         ...
 
-    async def put(self, template: TemplateVersion, now: datetime) -> TemplateVersion:
-        """Store as a new version (the version field is assigned here)."""
+    async def get_version(
+        self, tenant_id: str, name: str, version: int
+    ) -> TemplateVersion | None: ...
+
+    async def get_active(
+        self, tenant_id: str, name: str
+    ) -> tuple[Template, TemplateVersion | None] | None:
+        """The template and its active version (None when none is active), in one read."""
+        ...
+
+    async def list(self, tenant_id: str, after_name: str, limit: int) -> list[Template]:
+        """By name, those after ``after_name``."""
+        ...
+
+    async def add(self, template: Template) -> bool:
+        """Insert with its new versions. False (nothing written) if the name is taken."""
+        ...
+
+    async def save(self, template: Template) -> None:
+        """Write changes and new versions; a compare-and-set on ``row_version``
+        (ConcurrentUpdate if it moved)."""
         ...
 
 

@@ -25,6 +25,15 @@ class TemplateInput:
     locale: str = ""
 
 
+def _content_meaning(content: Content | None) -> list[Any] | None:
+    if content is None:
+        return None
+    # html and data only when present, so that fingerprints stored before they existed still
+    # match their retries.
+    extra = [content.html, dict(content.data)] if content.html or content.data else []
+    return [content.title, content.body, *extra]
+
+
 @dataclass(frozen=True, slots=True)
 class SendNotificationCommand:
     request_id: str
@@ -46,7 +55,7 @@ class SendNotificationCommand:
             "channel": self.channel.value,
             "priority": int(self.priority),
             "category": self.category,
-            "content": [self.content.title, self.content.body] if self.content else None,
+            "content": _content_meaning(self.content),
             "template": (
                 [self.template.name, dict(self.template.variables), self.template.locale]
                 if self.template

@@ -9,13 +9,24 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from application.errors import Unavailable
+from application.ports.repositories import (
+    ApiKeyRepository,
+    BulkJobRepository,
+    CategoryRepository,
+    NotificationRepository,
+    RecipientRepository,
+    TemplateRepository,
+    TenantRepository,
+)
+from infrastructure.persistence.category_repository import SqlCategoryRepository
 from infrastructure.persistence.directory_repositories import (
     SqlApiKeyRepository,
     SqlBulkJobRepository,
-    SqlTemplateRepository,
     SqlTenantRepository,
 )
 from infrastructure.persistence.notification_repository import SqlNotificationRepository
+from infrastructure.persistence.recipient_repository import SqlRecipientRepository
+from infrastructure.persistence.template_repository import SqlTemplateRepository
 
 # Errors that mean "the database could not be reached or dropped us", not "the SQL was wrong".
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
@@ -28,6 +39,15 @@ def is_unavailable(error: BaseException) -> bool:
 
 
 class SqlUnitOfWork:
+    # Declared as the ports (the UnitOfWork protocol's attributes are invariant).
+    notifications: NotificationRepository
+    bulk_jobs: BulkJobRepository
+    api_keys: ApiKeyRepository
+    tenants: TenantRepository
+    templates: TemplateRepository
+    recipients: RecipientRepository
+    categories: CategoryRepository
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
@@ -47,6 +67,8 @@ class SqlUnitOfWork:
         self.tenants = SqlTenantRepository(self._connection)
         self.templates = SqlTemplateRepository(self._connection)
         self.bulk_jobs = SqlBulkJobRepository(self._connection)
+        self.recipients = SqlRecipientRepository(self._connection)
+        self.categories = SqlCategoryRepository(self._connection)
         return self
 
     async def __aexit__(

@@ -30,8 +30,10 @@ _MISDIRECTED = 421
 
 
 class WebhookSecrets(Protocol):
-    async def secret_for(self, tenant_id: str) -> str:
-        """The tenant's Standard Webhooks signing secret, ``whsec_<base64>``."""
+    async def secret_for(self, notification: Notification) -> str:
+        """The Standard Webhooks signing secret (``whsec_<base64>``) for this notification: its
+        recipient endpoint's own when it goes to that endpoint and one is set, else the
+        tenant's."""
         ...
 
 
@@ -54,6 +56,9 @@ def webhook_body(notification: Notification) -> bytes:
             "created_at": _iso(n.created_at),
         },
     }
+    if n.content.data:
+        # A webhook template's payload, as rendered.
+        payload["data"]["payload"] = dict(n.content.data)  # type: ignore[index]
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("ascii")
 
 
@@ -101,7 +106,7 @@ class WebhookSender:
         except httpx.InvalidURL as exc:
             raise self._failed(ErrorClass.PERMANENT, f"invalid webhook URL: {exc}") from exc
         body = webhook_body(notification)
-        secret = await self._secrets.secret_for(notification.tenant_id)
+        secret = await self._secrets.secret_for(notification)
         try:
             # The id is the notification's, so a receiver that got an attempt whose response was
             # lost can recognise the retry as a duplicate.
@@ -109,7 +114,7 @@ class WebhookSender:
         except ValueError as exc:
             raise self._failed(
                 ErrorClass.PERMANENT,
-                f"signing secret of tenant {notification.tenant_id} is unusable: {exc}",
+                f"signing secret for tenant {notification.tenant_id} is unusable: {exc}",
             ) from exc
         headers = {"content-type": "application/json", **signed}
 

@@ -106,11 +106,10 @@ def _address(message: Any, field: str = "address") -> AddressInput | None:
 
 
 def _content(message: Any) -> Content | None:
-    return (
-        Content(message.content.title, message.content.body)
-        if message.HasField("content")
-        else None
-    )
+    if not message.HasField("content"):
+        return None
+    c = message.content
+    return Content(c.title, c.body, c.html, struct_to_dict(c.data))
 
 
 def _template(message: Any) -> TemplateInput | None:
@@ -182,6 +181,13 @@ def _ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
+def content_to_pb(content: Content) -> pb.Content:
+    message = pb.Content(title=content.title, body=content.body, html=content.html)
+    if content.data:
+        message.data.update(dict(content.data))
+    return message
+
+
 def notification_to_pb(n: Notification) -> pb.Notification:
     message = pb.Notification(
         id=n.id,
@@ -190,7 +196,9 @@ def notification_to_pb(n: Notification) -> pb.Notification:
         channel=CHANNELS_TO_PB[n.channel],  # type: ignore[arg-type]
         priority=PRIORITIES_TO_PB[n.priority],  # type: ignore[arg-type]
         category=n.category,
-        content=pb.Content(title=n.content.title, body=n.content.body),
+        content=content_to_pb(n.content),
+        content_hash=n.content_hash,
+        erase_time=_ts(n.erased_at),
         template_name=n.template_name,
         template_version=n.template_version,
         locale=n.locale,
@@ -235,6 +243,8 @@ def bulk_response(outcome: BulkOutcome) -> svc.BulkSendResponse:
         if r.notification is not None:
             result.notification_id = r.notification.id
             result.status = STATUS_TO_PB[r.notification.status]  # type: ignore[assignment]
+            result.status_reason = r.notification.status_reason
+            result.deduplicated = r.deduplicated
         elif r.refusal is not None:
             result.refusal.CopyFrom(
                 svc.RecipientRefusal(

@@ -68,6 +68,7 @@ class NotificationServicer(svc_grpc.NotificationServiceServicer):
         return svc.SendNotificationResponse(
             notification=mappers.notification_to_pb(outcome.notification),
             replayed=outcome.replayed,
+            deduplicated=outcome.deduplicated,
         )
 
     @translate_errors

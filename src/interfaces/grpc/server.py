@@ -9,14 +9,26 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from application.use_cases.authenticate import AuthenticateApiKey
+from interfaces.grpc.category_servicer import CategoryServicer
+from interfaces.grpc.gen.notify.v1 import category_service_pb2 as category_svc
+from interfaces.grpc.gen.notify.v1 import category_service_pb2_grpc as category_grpc
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
+from interfaces.grpc.gen.notify.v1 import recipient_service_pb2 as recipient_svc
+from interfaces.grpc.gen.notify.v1 import recipient_service_pb2_grpc as recipient_grpc
+from interfaces.grpc.gen.notify.v1 import template_service_pb2 as template_svc
+from interfaces.grpc.gen.notify.v1 import template_service_pb2_grpc as template_grpc
 from interfaces.grpc.interceptors import AuthInterceptor
 from interfaces.grpc.notification_servicer import NotificationServicer
+from interfaces.grpc.recipient_servicer import RecipientServicer
+from interfaces.grpc.template_servicer import TemplateServicer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = svc.DESCRIPTOR.services_by_name["NotificationService"].full_name
+RECIPIENT_SERVICE_NAME = recipient_svc.DESCRIPTOR.services_by_name["RecipientService"].full_name
+CATEGORY_SERVICE_NAME = category_svc.DESCRIPTOR.services_by_name["CategoryService"].full_name
+TEMPLATE_SERVICE_NAME = template_svc.DESCRIPTOR.services_by_name["TemplateService"].full_name
 
 
 class ApiServer:
@@ -28,6 +40,9 @@ class ApiServer:
         authenticate: AuthenticateApiKey,
         listen: str,
         *,
+        recipients: RecipientServicer,
+        categories: CategoryServicer,
+        templates: TemplateServicer,
         reuse_port: bool = False,
     ) -> None:
         self._server = grpc.aio.server(
@@ -40,10 +55,21 @@ class ApiServer:
             ],
         )
         svc_grpc.add_NotificationServiceServicer_to_server(servicer, self._server)
+        recipient_grpc.add_RecipientServiceServicer_to_server(recipients, self._server)
+        category_grpc.add_CategoryServiceServicer_to_server(categories, self._server)
+        template_grpc.add_TemplateServiceServicer_to_server(templates, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+            [
+                SERVICE_NAME,
+                RECIPIENT_SERVICE_NAME,
+                CATEGORY_SERVICE_NAME,
+                TEMPLATE_SERVICE_NAME,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
         )
         self.port = self._server.add_insecure_port(listen)
         if self.port == 0:
@@ -52,7 +78,13 @@ class ApiServer:
 
     async def start(self) -> None:
         await self._server.start()
-        for name in ("", SERVICE_NAME):
+        for name in (
+            "",
+            SERVICE_NAME,
+            RECIPIENT_SERVICE_NAME,
+            CATEGORY_SERVICE_NAME,
+            TEMPLATE_SERVICE_NAME,
+        ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("notifyd API listening on %s", self.address)
 

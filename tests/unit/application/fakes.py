@@ -29,7 +29,6 @@ from application.ports.repositories import (
     QueueEntry,
     RecipientRepository,
     TemplateRepository,
-    TemplateVersion,
     Tenant,
     TenantRepository,
 )
@@ -53,6 +52,7 @@ from domain.notification import (
 )
 from domain.policy import Category
 from domain.recipient import Recipient
+from domain.template import Template, TemplateVersion
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -100,6 +100,10 @@ class FakeMonotonic:
 # -- the database ----------------------------------------------------------------------------
 
 
+# A template and its versions by number.
+_TemplateRow = tuple[Template, dict[int, TemplateVersion]]
+
+
 @dataclass
 class FakeDatabase:
     """Committed state, shared by every unit of work made by one factory."""
@@ -108,7 +112,7 @@ class FakeDatabase:
     bulk_jobs: dict[str, BulkJob] = field(default_factory=dict)
     api_keys: dict[bytes, ApiKeyRecord] = field(default_factory=dict)
     tenants: dict[str, Tenant] = field(default_factory=dict)
-    templates: list[TemplateVersion] = field(default_factory=list)
+    templates: dict[tuple[str, str], _TemplateRow] = field(default_factory=dict)
     recipients: dict[tuple[str, str], Recipient] = field(default_factory=dict)
     categories: dict[tuple[str, str], Category] = field(default_factory=dict)
     aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
@@ -404,37 +408,57 @@ class FakeTenantRepository(_OverlayBacked[str, Tenant]):
             self._rows.put(tenant.tenant_id, tenant)
 
 
-class FakeTemplateRepository:
+class FakeTemplateRepository(_OverlayBacked[tuple[str, str], _TemplateRow]):
+    """Rows are (template, its versions by number). ``save`` is a compare-and-set on
+    ``row_version``, as in Postgres."""
+
     def __init__(self, db: FakeDatabase) -> None:
-        self._committed = db.templates
-        self._pending: list[TemplateVersion] = []
+        self._rows = _Overlay(db.templates)
 
-    async def latest(self, tenant_id: str, name: str) -> list[TemplateVersion]:
-        mine = [
-            t
-            for t in [*self._committed, *self._pending]
-            if (t.tenant_id, t.name) == (tenant_id, name)
-        ]
-        if not mine:
-            return []
-        newest = max(t.version for t in mine)
-        return [t for t in mine if t.version == newest]
+    async def get(self, tenant_id: str, name: str, *, for_update: bool = False) -> Template | None:
+        row = self._rows.get((tenant_id, name))
+        return row[0] if row is not None else None
 
-    async def put(self, template: TemplateVersion, now: datetime) -> TemplateVersion:
-        current = await self.latest(template.tenant_id, template.name)
-        stored = replace(template, version=(current[0].version if current else 0) + 1)
-        self._pending.append(stored)
-        return stored
+    async def get_version(self, tenant_id: str, name: str, version: int) -> TemplateVersion | None:
+        row = self._rows.get((tenant_id, name))
+        return row[1].get(version) if row is not None else None
 
-    def flush(self) -> None:
-        self._committed.extend(self._pending)
-        self._pending.clear()
+    async def get_active(
+        self, tenant_id: str, name: str
+    ) -> tuple[Template, TemplateVersion | None] | None:
+        row = self._rows.get((tenant_id, name))
+        if row is None:
+            return None
+        template, versions = row
+        active = template.active_version
+        return template, versions.get(active) if active is not None else None
 
-    def has_pending(self) -> bool:
-        return bool(self._pending)
+    async def list(self, tenant_id: str, after_name: str, limit: int) -> list[Template]:
+        names = sorted(
+            n for (t, n) in self._rows.visible_keys() if t == tenant_id and n > after_name
+        )
+        return [row[0] for n in names[:limit] if (row := self._rows.get((tenant_id, n)))]
 
-    def discard(self) -> None:
-        self._pending.clear()
+    async def add(self, template: Template) -> bool:
+        if (template.tenant_id, template.name) in self._rows:
+            return False
+        template.row_version = 1
+        self._store(template, {})
+        return True
+
+    async def save(self, template: Template) -> None:
+        row = self._rows.get((template.tenant_id, template.name))
+        if row is None or row[0].row_version != template.row_version:
+            raise ConcurrentUpdate("template", template.name)
+        template.row_version += 1
+        self._store(template, row[1])
+
+    def _store(self, template: Template, versions: dict[int, TemplateVersion]) -> None:
+        for number, state in template.pending_state_changes().items():
+            versions[number] = replace(versions[number], state=state)
+        versions.update({v.version: v for v in template.pending_versions()})
+        template.mark_saved()
+        self._rows.put((template.tenant_id, template.name), (template, versions))
 
 
 class FakeRecipientRepository(_OverlayBacked[tuple[str, str], Recipient]):
