@@ -12,6 +12,8 @@ from google.protobuf.struct_pb2 import Struct
 from interfaces.grpc.gen.notify.v1 import notification_pb2 as pb
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
+from interfaces.grpc.gen.notify.v1 import recipient_service_pb2 as rsvc
+from interfaces.grpc.gen.notify.v1 import recipient_service_pb2_grpc as rsvc_grpc
 from tests.e2e.harness import Caller, Notifyd
 from tests.e2e.helpers import error_reason, field_violations
 
@@ -250,3 +252,43 @@ def test_empty_ids_and_user_ids_are_invalid(
         lambda: stub.GetNotification(svc.GetNotificationRequest(id=""), metadata=acme.metadata)
     )
     assert "id" in field_violations(error)
+
+
+def test_odd_values_are_invalid_argument_not_internal(
+    channel: grpc.Channel, stub: svc_grpc.NotificationServiceStub, acme: Caller
+) -> None:
+    recipients = rsvc_grpc.RecipientServiceStub(channel)
+    nan = Struct()
+    nan.update({"order_id": float("nan")})
+    calls: list[tuple[Callable[[], object], str]] = [
+        (
+            lambda: recipients.GetRecipient(
+                rsvc.GetRecipientRequest(user_id="a\x00b"), metadata=acme.metadata
+            ),
+            "request",
+        ),
+        (
+            lambda: recipients.UpdatePreferences(
+                rsvc.UpdatePreferencesRequest(user_id="u-1"), metadata=acme.metadata
+            ),
+            "preferences",
+        ),
+        (
+            lambda: stub.SendNotification(
+                svc.SendNotificationRequest(
+                    request_id="nan-1",
+                    user_id="u-1",
+                    channel=pb.CHANNEL_IN_APP,
+                    category="order_shipped",
+                    template=pb.TemplateReference(name="order_shipped", variables=nan),
+                ),
+                metadata=acme.metadata,
+            ),
+            "template.variables",
+        ),
+    ]
+    for call, field in calls:
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        assert field in field_violations(caught.value)

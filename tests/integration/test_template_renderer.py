@@ -389,6 +389,11 @@ EXHAUSTION = [
     "{{ (range(100000) | list | map('string') | join('x' * 10000)) | length }}",
     "{{ [[1]] | sum(start=[]) }}",
     "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    # Block bodies are joined in one C-level step: refused at save time.
+    "{% set big = 'a' * 250000 %}{% set x %}{% for i in range(4000) %}{{ big }}{% endfor %}"
+    "{% endset %}{{ x | length }}",
+    "{% filter upper %}{% for i in range(100000) %}{{ name * 100 }}{% endfor %}{% endfilter %}",
+    "{% macro m() %}{{ caller() }}{% endmacro %}{% call m() %}x{% endcall %}",
 ]
 
 

@@ -108,6 +108,8 @@ class ListCategories:
         request = {"list": "categories", "tenant": principal.tenant_id}
         position = decode_page_token(page_token, request)
         after = position.get("after", "") if position is not None else ""
+        if not isinstance(after, str):
+            raise ValidationFailed.single("page_token", "is not a token this API issued")
         async with self._uow() as uow:
             # One extra row tells whether another page follows.
             found = await uow.categories.list(principal.tenant_id, after, size + 1)

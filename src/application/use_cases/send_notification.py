@@ -31,6 +31,19 @@ def queue_item(n: Notification) -> QueueItem:
     return QueueItem(n.id, n.priority, n.due_at)
 
 
+async def folded_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | None:
+    """What an earlier request with this request_id got if it was folded into another
+    notification as a duplicate; None if it was not. ALREADY_EXISTS if the request differs."""
+    alias = await uow.notifications.get_alias(prepared.tenant_id, prepared.new.request_id)
+    if alias is None:
+        return None
+    fingerprint, notification_id = alias
+    if fingerprint != prepared.fingerprint:
+        raise IdempotencyConflict(prepared.new.request_id, notification_id)
+    folded_into = await uow.notifications.get(prepared.tenant_id, notification_id)
+    return SendOutcome(folded_into, replayed=True, deduplicated=True)
+
+
 async def earlier_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | None:
     """What an earlier request with this request_id got (a notification of its own, or one it
     was folded into as a duplicate); None if the request_id is new. ALREADY_EXISTS if it was
@@ -41,14 +54,7 @@ async def earlier_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | N
         if existing.request_fingerprint != prepared.fingerprint:
             raise IdempotencyConflict(request_id, existing.id)
         return SendOutcome(existing, replayed=True)
-    alias = await uow.notifications.get_alias(tenant_id, request_id)
-    if alias is None:
-        return None
-    fingerprint, notification_id = alias
-    if fingerprint != prepared.fingerprint:
-        raise IdempotencyConflict(request_id, notification_id)
-    folded_into = await uow.notifications.get(tenant_id, notification_id)
-    return SendOutcome(folded_into, replayed=True, deduplicated=True)
+    return await folded_answer(uow, prepared)
 
 
 class SendNotification:
@@ -87,12 +93,12 @@ class SendNotification:
         recipient: Recipient | None,
         now: datetime,
     ) -> SendOutcome:
+        # A retry must get its first answer: not be folded into its own first notification
+        # (with a duplicate window), and not be sent after all once the window is turned off.
         dedups = self._gate.dedup_window(category) > timedelta(0)
-        if dedups:
-            # A retry must get its first answer, not be folded into its own first notification.
-            earlier = await earlier_answer(uow, prepared)
-            if earlier is not None:
-                return earlier
+        earlier = await (earlier_answer if dedups else folded_answer)(uow, prepared)
+        if earlier is not None:
+            return earlier
         await self._gate.lock(uow, prepared.tenant_id, category, [(prepared.user_id, recipient)])
         admission = await self._gate.admit(uow, prepared, category, recipient, now)
         if admission.duplicate:

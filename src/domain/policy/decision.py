@@ -51,11 +51,14 @@ def decide(
                 at, moved = allowed, True
         if quiet is not None and not bypass:
             ends = quiet.ends_after(at, time_zone)
-            if ends is not None:
+            if ends is not None and ends > at:
                 reasons.append(f"held for quiet hours ({quiet} {time_zone.key})")
                 at, moved = ends, True
         if not moved:
             break
+    else:
+        # Caps and quiet hours kept pushing each other: never send early, say why.
+        reasons.append("no time found within the cap and quiet hours")
     if at > due:
         why = "; ".join(dict.fromkeys(reasons))
         return Decision(Verdict.HOLD, f"{why} until {at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}", at)

@@ -72,13 +72,22 @@ class QuietHours:
         today = local.date()
         if not self.crosses_midnight:
             if self.start <= clock < self.end:
-                return _instant(today, self.end, tz)
+                return self._end_after(today, at, tz)
             return None
         if clock >= self.start:
-            return _instant(today + timedelta(days=1), self.end, tz)
+            return self._end_after(today + timedelta(days=1), at, tz)
         if clock < self.end:
-            return _instant(today, self.end, tz)
+            return self._end_after(today, at, tz)
         return None
+
+    def _end_after(self, day: date, at: datetime, tz: ZoneInfo) -> datetime:
+        """The window's end on ``day``, but after ``at``: in the hour a fall-back repeats, the
+        clock shows the end time twice, and ``at`` may lie between the two."""
+        end = _instant(day, self.end, tz)
+        if end > at:
+            return end
+        second = datetime.combine(day, self.end, tzinfo=tz).replace(fold=1).astimezone(UTC)
+        return second if second > at else _instant(day + timedelta(days=1), self.end, tz)
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"

@@ -18,6 +18,7 @@ from application.ports.repositories import (
     TemplateRepository,
     TenantRepository,
 )
+from domain.errors import ValidationFailed
 from infrastructure.persistence.category_repository import SqlCategoryRepository
 from infrastructure.persistence.directory_repositories import (
     SqlApiKeyRepository,
@@ -30,6 +31,11 @@ from infrastructure.persistence.template_repository import SqlTemplateRepository
 
 # Errors that mean "the database could not be reached or dropped us", not "the SQL was wrong".
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
+
+
+def is_nul_character(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, sa_exc.DataError) and ("NUL" in text or "\\u0000" in text)
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -86,6 +92,11 @@ class SqlUnitOfWork:
             await self._close()
         if exc is not None and is_unavailable(exc):
             raise Unavailable("postgres", str(exc).splitlines()[0]) from exc
+        if exc is not None and is_nul_character(exc):
+            # Postgres text cannot hold NUL; that is the caller's input, not our failure.
+            raise ValidationFailed.single(
+                "request", "text fields cannot contain NUL (\\x00) characters"
+            ) from exc
 
     async def commit(self) -> None:
         assert self._transaction is not None, "commit outside the unit of work"

@@ -24,6 +24,9 @@ def _private_access(tree: nodes.Template) -> Iterator[str]:
             yield name
 
 
+_UNBOUNDED = (nodes.AssignBlock, nodes.Macro, nodes.CallBlock, nodes.FilterBlock)
+
+
 def source_problem(env: SandboxedEnvironment, source: str, declared: Set[str]) -> str | None:
     """Why ``source`` cannot be stored, or None."""
     try:
@@ -32,6 +35,13 @@ def source_problem(env: SandboxedEnvironment, source: str, declared: Set[str]) -
             return "templates cannot extend, include or import other templates"
         if any(True for _ in tree.find_all(nodes.FromImport)):
             return "templates cannot import other templates"
+        # Their bodies are joined into one string in a single step, which neither the output
+        # cap nor the deadline can interrupt; a notification template does not need them.
+        if any(True for _ in tree.find_all(_UNBOUNDED)):
+            return (
+                "block set ({% set x %}...{% endset %}), macros, call and filter blocks are "
+                "not allowed"
+            )
         private = sorted(set(_private_access(tree)))
         if private:
             names = ", ".join(private)

@@ -18,7 +18,7 @@ from application.use_cases.commands import (
     SendNotificationCommand,
     TemplateInput,
 )
-from domain.errors import Violations
+from domain.errors import ValidationFailed, Violations
 from domain.notification import (
     AttemptOutcome,
     Channel,
@@ -80,8 +80,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def struct_to_dict(struct: Struct) -> dict[str, Any]:
-    return {k: _plain(v) for k, v in json_format.MessageToDict(struct).items()}
+def struct_to_dict(struct: Struct, field: str = "variables") -> dict[str, Any]:
+    """A Struct as plain JSON values; INVALID_ARGUMENT naming ``field`` for NaN or Infinity,
+    which protobuf carries but JSON (and so the record) cannot."""
+    try:
+        return {k: _plain(v) for k, v in json_format.MessageToDict(struct).items()}
+    except ValueError as error:
+        raise ValidationFailed.single(
+            field, "numbers must be finite: NaN and Infinity are not JSON"
+        ) from error
 
 
 def _time(message: Any, field: str, v: Violations) -> datetime | None:
@@ -109,14 +116,14 @@ def _content(message: Any) -> Content | None:
     if not message.HasField("content"):
         return None
     c = message.content
-    return Content(c.title, c.body, c.html, struct_to_dict(c.data))
+    return Content(c.title, c.body, c.html, struct_to_dict(c.data, "content.data"))
 
 
 def _template(message: Any) -> TemplateInput | None:
     if not message.HasField("template"):
         return None
     t = message.template
-    return TemplateInput(t.name, struct_to_dict(t.variables), t.locale)
+    return TemplateInput(t.name, struct_to_dict(t.variables, "template.variables"), t.locale)
 
 
 def send_command(request: svc.SendNotificationRequest) -> SendNotificationCommand:
@@ -165,10 +172,10 @@ def bulk_command(request: svc.BulkSendRequest) -> BulkSendCommand:
             BulkRecipientInput(
                 user_id=r.user_id,
                 address=_address(r),
-                variables=struct_to_dict(r.variables),
+                variables=struct_to_dict(r.variables, f"recipients[{i}].variables"),
                 locale=r.locale,
             )
-            for r in request.recipients
+            for i, r in enumerate(request.recipients)
         ],
     )
 

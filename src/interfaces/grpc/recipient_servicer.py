@@ -11,6 +11,7 @@ from application.use_cases.recipients import (
     UpdatePreferences,
     UpsertRecipient,
 )
+from domain.errors import ValidationFailed
 from interfaces.grpc import recipient_mappers as m
 from interfaces.grpc.gen.notify.v1 import recipient_service_pb2 as pb
 from interfaces.grpc.gen.notify.v1 import recipient_service_pb2_grpc as pb_grpc
@@ -71,6 +72,11 @@ class RecipientServicer(pb_grpc.RecipientServiceServicer):
     async def UpdatePreferences(
         self, request: pb.UpdatePreferencesRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdatePreferencesResponse:
+        if not request.HasField("preferences"):
+            # An empty message would silently re-subscribe the recipient to everything.
+            raise ValidationFailed.single(
+                "preferences", "required: the preferences in full (send them all to change one)"
+            )
         updated = await self._update_preferences.execute(
             current_principal(), request.user_id, m.preferences_input(request.preferences)
         )

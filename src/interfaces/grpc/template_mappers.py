@@ -58,7 +58,7 @@ def _localized(m: tpb.LocalizedTemplateContent) -> LocalizedContent:
         if m.HasField("push")
         else None,
         in_app=InAppContent(m.in_app.title, m.in_app.body) if m.HasField("in_app") else None,
-        webhook=WebhookContent(struct_to_dict(m.webhook.payload))
+        webhook=WebhookContent(struct_to_dict(m.webhook.payload, "contents.webhook.payload"))
         if m.HasField("webhook")
         else None,
     )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from application.errors import IdempotencyConflict
 from application.principal import Principal
 from application.use_cases.bulk_send import BulkSend
 from application.use_cases.commands import (
@@ -353,3 +354,20 @@ async def test_bulk_replay_returns_each_recipients_first_answer(world: World) ->
     ]
     assert [r.deduplicated for r in again.results] == [False, True]
     assert len(world.db.notifications) == 1
+
+
+async def test_a_folded_request_keeps_its_answer_after_the_window_is_turned_off(
+    world: World,
+) -> None:
+    define(world, Category("order_shipped", dedup_window=timedelta(minutes=10)))
+    send = sender(world)
+    first = await send.execute(ALICE, command(1))
+    await send.execute(ALICE, command(2))
+    define(world, Category("order_shipped", dedup_window=timedelta(0)))
+    retry = await send.execute(ALICE, command(2))
+    assert (retry.replayed, retry.deduplicated) == (True, True)
+    assert retry.notification.id == first.notification.id
+    assert len(world.db.notifications) == 1
+    # The folded request_id is taken: another request under it is refused.
+    with pytest.raises(IdempotencyConflict):
+        await send.execute(ALICE, command(2, content=Content("Other", "content")))

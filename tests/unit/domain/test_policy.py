@@ -258,3 +258,22 @@ def test_a_hold_that_lands_in_quiet_hours_waits_for_the_morning() -> None:
     assert (d.verdict, d.until) == (Verdict.HOLD, MORNING)
     assert "frequency cap" in d.reason
     assert "quiet hours" in d.reason
+
+
+def test_in_the_repeated_hour_the_window_ends_at_the_second_occurrence_when_past_the_first() -> (
+    None
+):
+    # Zurich, 2024-10-27: 02:15 CET (01:15Z) comes after 02:30 CEST (00:30Z) has passed.
+    quiet = QuietHours.parse("22:00", "02:30")
+    zurich = ZoneInfo("Europe/Zurich")
+    second_pass = datetime(2024, 10, 27, 1, 15, tzinfo=UTC)
+    assert quiet.ends_after(second_pass, zurich) == datetime(2024, 10, 27, 1, 30, tzinfo=UTC)
+    d = decide(
+        category=PROMO,
+        channel=Channel.EMAIL,
+        priority=Priority.CRITICAL,
+        due=second_pass,
+        preferences=Preferences(quiet_hours=quiet),
+        time_zone=zurich,
+    )
+    assert (d.verdict, d.until) == (Verdict.HOLD, datetime(2024, 10, 27, 1, 30, tzinfo=UTC))

@@ -2,8 +2,9 @@
 and the notification columns they need (rendered HTML and data, content hash, erasure).
 
 Existing templates become versions of the new shape: their title and body serve every channel,
-their variables are inferred from the source (type ANY, required), the newest version is active,
-and the old default locale ('') becomes "en" (or "und" when "en" was also present).
+their variables are inferred from the source (type ANY, required, as the old renderer required
+every variable it used), the newest version is active, and the old default locale ('') becomes
+"en" (or "und" when "en" was also present); a template without one defaults to a locale it has.
 
 Revision ID: 0003
 Revises: 0002
@@ -88,7 +89,8 @@ def _migrate_templates() -> None:
         grouped[(r["tenant_id"], r["name"])][r["version"]].append(r)
     for (tenant_id, name), versions in grouped.items():
         locales = {r["locale"] for rs in versions.values() for r in rs}
-        default = "und" if "en" in locales else "en"
+        # Without a default row, the default must be a locale that has content.
+        default = ("und" if "en" in locales else "en") if "" in locales else min(locales)
         newest = max(versions)
         created = min(r["created_at"] for rs in versions.values() for r in rs)
         updated = max(r["created_at"] for r in versions[newest])
