@@ -6,7 +6,7 @@ from application.use_cases.categories import CategoryInput
 from domain.policy import Category
 from interfaces.grpc.enum_names import enum_name
 from interfaces.grpc.gen.notify.v1 import category_service_pb2 as pb
-from interfaces.grpc.recipient_mappers import timestamp
+from interfaces.grpc.mappers import timestamp
 
 
 def category_input(message: pb.Category) -> CategoryInput:

@@ -180,7 +180,7 @@ def bulk_command(request: svc.BulkSendRequest) -> BulkSendCommand:
     )
 
 
-def _ts(value: datetime | None) -> Timestamp | None:
+def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     ts = Timestamp()
@@ -205,29 +205,29 @@ def notification_to_pb(n: Notification) -> pb.Notification:
         category=n.category,
         content=content_to_pb(n.content),
         content_hash=n.content_hash,
-        erase_time=_ts(n.erased_at),
+        erase_time=timestamp(n.erased_at),
         template_name=n.template_name,
         template_version=n.template_version,
         locale=n.locale,
         status=STATUS_TO_PB[n.status],  # type: ignore[arg-type]
         status_reason=n.status_reason,
-        create_time=_ts(n.created_at),
-        update_time=_ts(n.updated_at),
-        schedule_time=_ts(n.scheduled_at),
-        expire_time=_ts(n.expires_at),
+        create_time=timestamp(n.created_at),
+        update_time=timestamp(n.updated_at),
+        schedule_time=timestamp(n.scheduled_at),
+        expire_time=timestamp(n.expires_at),
         metadata=n.metadata,
         caller_service=n.caller,
         tenant_id=n.tenant_id,
         bulk_job_id=n.bulk_job_id or "",
         status_history=[
-            pb.StatusChange(status=STATUS_TO_PB[c.status], time=_ts(c.at), reason=c.reason)  # type: ignore[arg-type]
+            pb.StatusChange(status=STATUS_TO_PB[c.status], time=timestamp(c.at), reason=c.reason)  # type: ignore[arg-type]
             for c in n.history
         ],
         attempts=[
             pb.DeliveryAttempt(
                 number=a.number,
-                start_time=_ts(a.started_at),
-                end_time=_ts(a.finished_at),
+                start_time=timestamp(a.started_at),
+                end_time=timestamp(a.finished_at),
                 provider=a.provider,
                 outcome=OUTCOME_TO_PB[a.outcome],  # type: ignore[arg-type]
                 error_class=a.error_class.value,

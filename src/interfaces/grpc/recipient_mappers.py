@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from application.use_cases.recipient_input import (
     CapInput,
     ChannelPreferenceInput,
@@ -19,14 +15,7 @@ from domain.recipient import Preferences, Recipient
 from interfaces.grpc.enum_names import enum_name
 from interfaces.grpc.gen.notify.v1 import notification_pb2 as npb
 from interfaces.grpc.gen.notify.v1 import recipient_service_pb2 as pb
-
-
-def timestamp(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(at)
-    return ts
+from interfaces.grpc.mappers import timestamp
 
 
 def recipient_input(message: pb.Recipient) -> RecipientInput:

@@ -23,7 +23,7 @@ from domain.template import (
     WebhookContent,
 )
 from interfaces.grpc.gen.notify.v1 import template_service_pb2 as tpb
-from interfaces.grpc.mappers import CHANNELS, _ts, content_to_pb, struct_to_dict
+from interfaces.grpc.mappers import CHANNELS, content_to_pb, struct_to_dict, timestamp
 
 _TYPES: dict[tpb.VariableType.ValueType, VariableType] = {
     tpb.VariableType.Value(f"VARIABLE_TYPE_{t.value}"): t for t in VariableType
@@ -88,8 +88,8 @@ def template_to_pb(t: Template) -> tpb.Template:
         default_locale=t.default_locale,
         active_version=t.active_version or 0,
         latest_version=t.latest_version,
-        create_time=_ts(t.created_at),
-        update_time=_ts(t.updated_at),
+        create_time=timestamp(t.created_at),
+        update_time=timestamp(t.updated_at),
     )
 
 
@@ -123,7 +123,7 @@ def version_to_pb(template: Template, v: TemplateVersion) -> tpb.TemplateVersion
             for x in v.content.variables
         ],
         contents=[_localized_to_pb(c) for c in v.content.contents],
-        create_time=_ts(v.created_at),
+        create_time=timestamp(v.created_at),
         created_by=v.created_by,
     )
 
