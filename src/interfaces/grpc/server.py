@@ -29,6 +29,13 @@ SERVICE_NAME = svc.DESCRIPTOR.services_by_name["NotificationService"].full_name
 RECIPIENT_SERVICE_NAME = recipient_svc.DESCRIPTOR.services_by_name["RecipientService"].full_name
 CATEGORY_SERVICE_NAME = category_svc.DESCRIPTOR.services_by_name["CategoryService"].full_name
 TEMPLATE_SERVICE_NAME = template_svc.DESCRIPTOR.services_by_name["TemplateService"].full_name
+# notifyd's own services: listed by reflection and reported SERVING by health.
+NOTIFYD_SERVICES = (
+    SERVICE_NAME,
+    RECIPIENT_SERVICE_NAME,
+    CATEGORY_SERVICE_NAME,
+    TEMPLATE_SERVICE_NAME,
+)
 
 
 class ApiServer:
@@ -61,14 +68,7 @@ class ApiServer:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                RECIPIENT_SERVICE_NAME,
-                CATEGORY_SERVICE_NAME,
-                TEMPLATE_SERVICE_NAME,
-                health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            ],
+            [*NOTIFYD_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME],
             self._server,
         )
         self.port = self._server.add_insecure_port(listen)
@@ -78,13 +78,7 @@ class ApiServer:
 
     async def start(self) -> None:
         await self._server.start()
-        for name in (
-            "",
-            SERVICE_NAME,
-            RECIPIENT_SERVICE_NAME,
-            CATEGORY_SERVICE_NAME,
-            TEMPLATE_SERVICE_NAME,
-        ):
+        for name in ("", *NOTIFYD_SERVICES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("notifyd API listening on %s", self.address)
 
