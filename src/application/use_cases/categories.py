@@ -8,7 +8,7 @@ from datetime import datetime
 from application.ports.clock import Clock
 from application.ports.repositories import UnitOfWorkFactory
 from application.principal import Principal
-from application.use_cases.paging import decode_page_token, encode_page_token, page_size
+from application.use_cases.paging import after_name, name_page, page_size
 from domain.errors import NotFound, ValidationFailed, Violations
 from domain.policy import CapAction, Category, CategoryKind
 
@@ -106,15 +106,7 @@ class ListCategories:
         # The listing has no filters; binding the token to the tenant keeps it from being
         # replayed by another tenant's caller.
         request = {"list": "categories", "tenant": principal.tenant_id}
-        position = decode_page_token(page_token, request)
-        after = position.get("after", "") if position is not None else ""
-        if not isinstance(after, str):
-            raise ValidationFailed.single("page_token", "is not a token this API issued")
+        after = after_name(page_token, request)
         async with self._uow() as uow:
-            # One extra row tells whether another page follows.
             found = await uow.categories.list(principal.tenant_id, after, size + 1)
-        page = found[:size]
-        token = ""
-        if len(found) > size:
-            token = encode_page_token({"after": page[-1].name}, request)
-        return page, token
+        return name_page(found, size, lambda c: c.name, request)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from application.fingerprint import fingerprint
 from domain.errors import ValidationFailed
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -46,3 +49,25 @@ def decode_page_token(token: str, request: Any) -> dict[str, Any] | None:
             "page_token", "was issued for other filters; repeat the same filters or drop it"
         )
     return position
+
+
+# Listings ordered by a unique name (templates, categories) page by the last name returned.
+
+
+def after_name(page_token: str, request: Any) -> str:
+    """The name the requested page starts after ('' for the first page)."""
+    position = decode_page_token(page_token, request)
+    after = position.get("after", "") if position is not None else ""
+    if not isinstance(after, str):
+        raise ValidationFailed.single("page_token", "is not a token this API issued")
+    return after
+
+
+def name_page(
+    found: Sequence[T], size: int, name: Callable[[T], str], request: Any
+) -> tuple[list[T], str]:
+    """The page and the next page's token from ``found``, fetched with one extra row beyond
+    ``size``: that row tells whether another page follows."""
+    page = list(found[:size])
+    token = encode_page_token({"after": name(page[-1])}, request) if len(found) > size else ""
+    return page, token

@@ -143,16 +143,10 @@ class ListTemplates:
         size = paging.page_size(page_size)
         # No filters: the token is bound to the operation alone.
         filters = {"list": "templates"}
-        position = paging.decode_page_token(page_token, filters)
-        after = str(position.get("name", "")) if position is not None else ""
+        after = paging.after_name(page_token, filters)
         async with self._uow() as uow:
-            # One extra row tells whether another page follows.
             found = await uow.templates.list(principal.tenant_id, after, size + 1)
-        page = found[:size]
-        token = ""
-        if len(found) > size:
-            token = paging.encode_page_token({"name": page[-1].name}, filters)
-        return page, token
+        return paging.name_page(found, size, lambda t: t.name, filters)
 
 
 class ActivateTemplateVersion:
