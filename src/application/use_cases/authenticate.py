@@ -9,6 +9,7 @@ from collections.abc import Callable
 from application.errors import Unauthenticated
 from application.ports.repositories import UnitOfWorkFactory
 from application.principal import Principal
+from application.ttl_cache import TtlCache
 
 
 def hash_api_key(key: str) -> bytes:
@@ -24,25 +25,16 @@ class AuthenticateApiKey:
         max_entries: int = 10_000,
     ) -> None:
         self._uow = uow
-        self._ttl = ttl_seconds
-        self._monotonic = monotonic
-        self._max_entries = max_entries
         # Unknown keys are cached too, so a client retrying a bad key cannot hammer Postgres.
-        self._cache: dict[bytes, tuple[float, Principal | None]] = {}
+        self._cache: TtlCache[bytes, Principal | None] = TtlCache(
+            ttl_seconds, max_entries, monotonic
+        )
 
     async def execute(self, key: str) -> Principal:
         if not key:
             raise Unauthenticated("missing API key: send metadata 'authorization: Bearer <key>'")
         digest = hash_api_key(key)
-        now = self._monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            principal = cached[1]
-        else:
-            principal = await self._lookup(digest)
-            if len(self._cache) >= self._max_entries:
-                self._cache.clear()
-            self._cache[digest] = (now + self._ttl, principal)
+        principal = await self._cache.get_or_load(digest, lambda: self._lookup(digest))
         if principal is None:
             raise Unauthenticated("invalid or revoked API key")
         return principal

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from application.ports.repositories import UnitOfWorkFactory
+from application.ttl_cache import TtlCache
 from domain.errors import NotFound
 from domain.notification import Notification
 from domain.recipient import WebhookEndpoint
@@ -14,6 +15,7 @@ from domain.recipient import WebhookEndpoint
 # Recipients are many, tenants few: the endpoint cache is bounded so a worker that serves
 # millions of users does not keep an entry for each.
 MAX_CACHED_ENDPOINTS = 10_000
+MAX_CACHED_TENANTS = 10_000
 
 
 class TenantWebhookSecrets:
@@ -24,10 +26,11 @@ class TenantWebhookSecrets:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._uow = uow
-        self._ttl = ttl_seconds
-        self._monotonic = monotonic
-        self._tenants: dict[str, tuple[float, str]] = {}
-        self._endpoints: dict[tuple[str, str], tuple[float, WebhookEndpoint | None]] = {}
+        self._tenants: TtlCache[str, str] = TtlCache(ttl_seconds, MAX_CACHED_TENANTS, monotonic)
+        # Absence is cached too: most webhooks go to tenants' own URLs, not recipients'.
+        self._endpoints: TtlCache[tuple[str, str], WebhookEndpoint | None] = TtlCache(
+            ttl_seconds, MAX_CACHED_ENDPOINTS, monotonic
+        )
 
     async def secret_for(self, notification: Notification) -> str:
         address = notification.address
@@ -40,30 +43,21 @@ class TenantWebhookSecrets:
         return await self.tenant_secret(notification.tenant_id)
 
     async def tenant_secret(self, tenant_id: str) -> str:
-        now = self._monotonic()
-        cached = self._tenants.get(tenant_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        return await self._tenants.get_or_load(tenant_id, lambda: self._load_tenant(tenant_id))
+
+    async def _load_tenant(self, tenant_id: str) -> str:
         async with self._uow() as uow:
             tenant = await uow.tenants.get(tenant_id)
         if tenant is None:
             raise NotFound("tenant", tenant_id)
-        self._tenants[tenant_id] = (now + self._ttl, tenant.webhook_secret)
         return tenant.webhook_secret
 
     async def _endpoint(self, tenant_id: str, user_id: str) -> WebhookEndpoint | None:
-        now = self._monotonic()
-        key = (tenant_id, user_id)
-        cached = self._endpoints.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        return await self._endpoints.get_or_load(
+            (tenant_id, user_id), lambda: self._load_endpoint(tenant_id, user_id)
+        )
+
+    async def _load_endpoint(self, tenant_id: str, user_id: str) -> WebhookEndpoint | None:
         async with self._uow() as uow:
             recipient = await uow.recipients.get(tenant_id, user_id)
-        endpoint = recipient.webhook if recipient is not None else None
-        if len(self._endpoints) >= MAX_CACHED_ENDPOINTS:
-            self._endpoints = {k: v for k, v in self._endpoints.items() if v[0] > now}
-            if len(self._endpoints) >= MAX_CACHED_ENDPOINTS:
-                self._endpoints.clear()
-        # Absence is cached too: most webhooks go to tenants' own URLs, not recipients'.
-        self._endpoints[key] = (now + self._ttl, endpoint)
-        return endpoint
+        return recipient.webhook if recipient is not None else None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from application.ports.repositories import UnitOfWorkFactory
 from application.ports.templates import TemplateEngine
 from application.template_rendering import render_version
+from application.ttl_cache import TtlCache
 from domain.errors import PreconditionFailed, ValidationFailed
 from domain.names import is_valid_name
 from domain.notification import Channel, Rendered, TemplateRef
@@ -31,10 +31,9 @@ class JinjaTemplateRenderer:
     ) -> None:
         self._uow = uow
         self._engine = engine
-        self._cache_seconds = cache_seconds
-        self._max_entries = max_entries
-        self._monotonic = monotonic
-        self._cache: OrderedDict[tuple[str, str], tuple[float, _Active]] = OrderedDict()
+        self._cache: TtlCache[tuple[str, str], _Active] = TtlCache(
+            cache_seconds, max_entries, monotonic
+        )
 
     async def render(self, tenant_id: str, ref: TemplateRef, channel: Channel) -> Rendered:
         if not ref.name:
@@ -56,19 +55,14 @@ class JinjaTemplateRenderer:
         )
 
     async def _active(self, tenant_id: str, name: str) -> _Active:
-        key = (tenant_id, name)
-        now = self._monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            self._cache.move_to_end(key)
-            return cached[1]
-        async with self._uow() as uow:
-            active = await uow.templates.get_active(tenant_id, name)
         # Only a usable version is cached: an operator who has just created or activated a
         # template must not see sends refused for the next few seconds.
-        if self._cache_seconds > 0 and active is not None and active[1] is not None:
-            self._cache[key] = (now + self._cache_seconds, active)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._max_entries:
-                self._cache.popitem(last=False)
-        return active
+        return await self._cache.get_or_load(
+            (tenant_id, name),
+            lambda: self._load_active(tenant_id, name),
+            keep=lambda active: active is not None and active[1] is not None,
+        )
+
+    async def _load_active(self, tenant_id: str, name: str) -> _Active:
+        async with self._uow() as uow:
+            return await uow.templates.get_active(tenant_id, name)
