@@ -66,6 +66,49 @@ class Settings:
     reconcile_grace_seconds: float = 5.0
     log_level: str = "INFO"
 
+    # -- providers (a channel is offered when its providers are configured) -------------------
+    # One deadline per provider call; an extra CA bundle to trust (self-signed sandbox peers).
+    provider_timeout_seconds: float = 10.0
+    provider_ca_file: str = ""
+    # EMAIL: smtp://[user:password@]host[:port] (STARTTLS when smtp_starttls) or smtps:// for
+    # TLS from the first byte. A comma-separated list is a failover chain: primary first.
+    smtp_urls: str = ""
+    smtp_starttls: bool = False
+    smtp_from: str = ""
+    smtp_pool_size: int = 4
+    # SMS: providers in the order tried, from "twilio" and "vonage".
+    sms_providers: str = ""
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from: str = ""
+    vonage_base_url: str = "https://rest.nexmo.com"
+    vonage_api_key: str = ""
+    vonage_api_secret: str = ""
+    vonage_from: str = ""
+    # PUSH: FCM HTTP v1 (a service-account JSON file) for Android and web devices, APNs
+    # (token auth with a .p8 key) for iOS devices.
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_credentials_file: str = ""
+    # Overrides the service account's token_uri (a sandbox OAuth server).
+    fcm_token_url: str = ""
+    apns_base_url: str = "https://api.push.apple.com"
+    apns_key_file: str = ""
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    # Failover: a provider's breaker opens after this many failures within the window, and
+    # lets one probe through after the cool-down.
+    breaker_failures: int = 5
+    breaker_window_seconds: float = 30.0
+    breaker_cooldown_seconds: float = 30.0
+    # Requests per second per provider, e.g. "twilio=10,vonage=5"; unlisted: unlimited.
+    rate_limits: str = ""
+    # A rotated webhook secret keeps signing (as a second signature) this long.
+    webhook_secret_overlap_hours: float = 24.0
+    # Dev mode: where sandbox peers write what they received (`notifyd sandbox` reads it).
+    sandbox_dir: str = ""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
@@ -90,6 +133,21 @@ class Settings:
         settings.check()
         return settings
 
+    def rate_limit_per_second(self) -> dict[str, float]:
+        limits: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in self.rate_limits.split(","))):
+            name, _, rate = item.partition("=")
+            try:
+                limits[name.strip()] = float(rate)
+            except ValueError as error:
+                raise ConfigError(f"NOTIFYD_RATE_LIMITS: {item!r} is not name=rate") from error
+            if limits[name.strip()] <= 0:
+                raise ConfigError(f"NOTIFYD_RATE_LIMITS: {item!r} must be above 0")
+        return limits
+
+    def sms_provider_names(self) -> list[str]:
+        return [p.strip() for p in self.sms_providers.split(",") if p.strip()]
+
     def attempts_for(self, channel: str) -> int:
         return dict(self.max_attempts_by_channel).get(channel, self.max_attempts)
 
@@ -102,8 +160,19 @@ class Settings:
             if not 1 <= value <= MAX_ATTEMPTS_LIMIT:
                 suffix = f"_{name}" if name else ""
                 raise ConfigError(f"NOTIFYD_MAX_ATTEMPTS{suffix} must be 1 to {MAX_ATTEMPTS_LIMIT}")
-        if self.lease_seconds <= self.webhook_timeout_seconds:
-            raise ConfigError("NOTIFYD_LEASE_SECONDS must exceed NOTIFYD_WEBHOOK_TIMEOUT_SECONDS")
+        self.rate_limit_per_second()
+        unknown = set(self.sms_provider_names()) - {"twilio", "vonage"}
+        if unknown:
+            raise ConfigError(
+                f"NOTIFYD_SMS_PROVIDERS: unknown {sorted(unknown)}; use twilio, vonage"
+            )
+        if self.breaker_failures < 1:
+            raise ConfigError("NOTIFYD_BREAKER_FAILURES must be at least 1")
+        if self.lease_seconds <= max(self.webhook_timeout_seconds, self.provider_timeout_seconds):
+            raise ConfigError(
+                "NOTIFYD_LEASE_SECONDS must exceed NOTIFYD_WEBHOOK_TIMEOUT_SECONDS and "
+                "NOTIFYD_PROVIDER_TIMEOUT_SECONDS"
+            )
 
     def require_servers(self) -> None:
         missing = [

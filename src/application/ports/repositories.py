@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,7 +10,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from domain.bulk_job import BulkJob
-from domain.notification import Channel, Notification, Priority, Status
+from domain.notification import Address, Channel, Notification, Priority, Status
 from domain.policy import Category
 from domain.recipient import Recipient
 from domain.template import Template, TemplateVersion
@@ -220,6 +221,68 @@ class BulkJobRepository(Protocol):
     async def save(self, job: BulkJob) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """An address a provider told us must not be sent to again (e.g. an SMS number that
+    replied STOP): later sends to it are SUPPRESSED at accept time."""
+
+    tenant_id: str
+    address: Address
+    reason: str
+    created_at: datetime
+
+
+class SuppressionRepository(Protocol):
+    async def add(self, suppression: Suppression) -> None:
+        """Record it; an address already suppressed keeps its first record."""
+        ...
+
+    async def find(self, tenant_id: str, address: Address) -> Suppression | None: ...
+
+
+class InboxEventKind(enum.StrEnum):
+    UNREAD_COUNT = "UNREAD_COUNT"
+    NOTIFICATION_DELIVERED = "NOTIFICATION_DELIVERED"
+    NOTIFICATIONS_READ = "NOTIFICATIONS_READ"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    """One change to a user's in-app inbox. ``seq`` rises by one per event of that user and
+    is assigned in commit order, so "every event after seq N" has no gap and no repeat."""
+
+    seq: int
+    kind: InboxEventKind
+    unread_count: int
+    created_at: datetime
+    notification_id: str = ""
+    read_ids: tuple[str, ...] = ()
+
+
+class InboxEventRepository(Protocol):
+    async def append(
+        self,
+        tenant_id: str,
+        user_id: str,
+        kind: InboxEventKind,
+        now: datetime,
+        *,
+        notification_id: str = "",
+        read_ids: Sequence[str] = (),
+    ) -> InboxEvent:
+        """Append an event in this transaction, with the unread count as this transaction
+        sees it. Takes the user's inbox lock until commit (that is what orders the seqs)."""
+        ...
+
+    async def after(self, tenant_id: str, user_id: str, seq: int, limit: int) -> list[InboxEvent]:
+        """Events with a seq above ``seq``, oldest first."""
+        ...
+
+    async def head(self, tenant_id: str, user_id: str) -> tuple[int, int]:
+        """(the last seq, the oldest seq still kept); (0, 0) for a user with no events."""
+        ...
+
+
 class UnitOfWork(Protocol):
     notifications: NotificationRepository
     bulk_jobs: BulkJobRepository
@@ -228,6 +291,8 @@ class UnitOfWork(Protocol):
     templates: TemplateRepository
     recipients: RecipientRepository
     categories: CategoryRepository
+    suppressions: SuppressionRepository
+    inbox: InboxEventRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -1,7 +1,13 @@
 """The Notification aggregate and its value objects."""
 
 from domain.notification.address import ADDRESS_KIND_BY_CHANNEL, Address
-from domain.notification.attempt import AttemptOutcome, DeliveryAttempt, DeliveryResult, ErrorClass
+from domain.notification.attempt import (
+    AddressRejection,
+    AttemptOutcome,
+    DeliveryAttempt,
+    DeliveryResult,
+    ErrorClass,
+)
 from domain.notification.decision import Decision, Verdict
 from domain.notification.notification import (
     ERASED_REASON,
@@ -12,6 +18,7 @@ from domain.notification.notification import (
     validate_new,
 )
 from domain.notification.retry_policy import RetryPolicy
+from domain.notification.route import Route
 from domain.notification.status import SETTLED, TERMINAL, TRANSITIONS, Status, can_transition
 from domain.notification.values import Channel, Content, Priority, Rendered, TemplateRef
 
@@ -23,6 +30,7 @@ __all__ = [
     "TERMINAL",
     "TRANSITIONS",
     "Address",
+    "AddressRejection",
     "AttemptOutcome",
     "Channel",
     "Content",
@@ -35,6 +43,7 @@ __all__ = [
     "Priority",
     "Rendered",
     "RetryPolicy",
+    "Route",
     "Status",
     "StatusChange",
     "TemplateRef",

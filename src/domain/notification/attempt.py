@@ -14,6 +14,8 @@ class AttemptOutcome(enum.StrEnum):
     PERMANENT_FAILURE = "PERMANENT_FAILURE"
     # The worker holding the attempt vanished (crash, lease lost) before recording an outcome.
     ABANDONED = "ABANDONED"
+    # The provider failed before it could have accepted; the next provider was tried at once.
+    FAILED_OVER = "FAILED_OVER"
 
 
 class ErrorClass(enum.StrEnum):
@@ -22,6 +24,20 @@ class ErrorClass(enum.StrEnum):
     PERMANENT = "PERMANENT"
     PROVIDER_DOWN = "PROVIDER_DOWN"
     LEASE_LOST = "LEASE_LOST"
+    # The request went out but no answer came (timeout, dropped connection): the provider may
+    # have accepted it. Retried on the same provider with the same reference, never elsewhere.
+    MAYBE_ACCEPTED = "MAYBE_ACCEPTED"
+
+
+class AddressRejection(enum.StrEnum):
+    """What a provider said about the address itself, beyond this one notification."""
+
+    # The device token is unregistered (FCM UNREGISTERED, APNs 410) or the endpoint is gone
+    # (webhook 410): the recipient's record stops using it.
+    GONE = "GONE"
+    # The number (or mailbox) opted out at the provider (e.g. SMS STOP): later sends to it are
+    # suppressed.
+    UNSUBSCRIBED = "UNSUBSCRIBED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +50,8 @@ class DeliveryAttempt:
     error_class: ErrorClass = ErrorClass.NONE
     error_message: str = ""
     provider_message_id: str = ""
+    # The channel the attempt was made on ('' in records older than fallback chains).
+    channel: str = ""
 
     @property
     def latency_ms(self) -> int | None:

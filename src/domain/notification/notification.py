@@ -11,6 +11,7 @@ from domain.notification.address import ADDRESS_KIND_BY_CHANNEL, Address
 from domain.notification.attempt import AttemptOutcome, DeliveryAttempt, DeliveryResult, ErrorClass
 from domain.notification.decision import Decision, Verdict
 from domain.notification.retry_policy import RetryPolicy
+from domain.notification.route import Route
 from domain.notification.status import SETTLED, Status, can_transition
 from domain.notification.values import (
     MAX_BODY_CHARS,
@@ -52,6 +53,10 @@ class NewNotification:
     expires_at: datetime | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     rendered: Rendered | None = None
+    # Where to go next, in order, if this channel fails permanently.
+    fallbacks: tuple[Route, ...] = ()
+    # Channels of the requested chain passed over before sending (no address): why, each.
+    skipped: tuple[str, ...] = ()
 
 
 def validate_new(new: NewNotification, now: datetime, field_prefix: str = "") -> Violations:
@@ -89,6 +94,13 @@ def validate_new(new: NewNotification, now: datetime, field_prefix: str = "") ->
             v.add(f"{p}expires_at", "is in the past")
         elif new.scheduled_at is not None and new.expires_at <= new.scheduled_at:
             v.add(f"{p}expires_at", "is not after scheduled_at")
+    seen = {new.channel}
+    for i, route in enumerate(new.fallbacks):
+        if route.channel in seen:
+            v.add(f"{p}fallback_channels[{i}]", f"{route.channel} is already in the chain")
+        seen.add(route.channel)
+        if route.address is not None and not route.address.fits(route.channel):
+            v.add(f"{p}fallback_channels[{i}]", f"no {route.channel} address")
     if len(new.metadata) > MAX_METADATA_ENTRIES:
         v.add(f"{p}metadata", f"more than {MAX_METADATA_ENTRIES} entries")
     for key, value in new.metadata.items():
@@ -126,6 +138,8 @@ class Notification:
     # SHA-256 of the content as rendered: outlives the content when it is erased.
     content_hash: str = ""
     erased_at: datetime | None = None
+    # The rest of the fallback chain: the next route is taken when this channel fails for good.
+    fallbacks: list[Route] = field(default_factory=list)
     history: list[StatusChange] = field(default_factory=list)
     attempts: list[DeliveryAttempt] = field(default_factory=list)
     # Optimistic-concurrency version, owned by the repository: a stale writer's save fails.
@@ -178,14 +192,15 @@ class Notification:
             locale=new.rendered.locale if new.rendered else "",
             bulk_job_id=bulk_job_id,
             content_hash=new.content.digest(),
+            fallbacks=list(new.fallbacks),
             history=[StatusChange(Status.PENDING, now)],
         )
+        skipped = "; ".join(new.skipped)
         if decision.verdict is Verdict.SUPPRESS:
             n._move(Status.SUPPRESSED, now, decision.reason)
-        elif decision.reason:
-            n._move(Status.QUEUED, now, decision.reason)
         else:
-            n._move(Status.QUEUED, now, "scheduled" if due > now else "")
+            reason = decision.reason or ("scheduled" if due > now else "")
+            n._move(Status.QUEUED, now, "; ".join(r for r in (skipped, reason) if r))
         return n
 
     # -- queries ------------------------------------------------------------------------------
@@ -196,13 +211,28 @@ class Notification:
 
     @property
     def attempts_this_round(self) -> int:
-        """Attempts since the last replay (all of them if never replayed): the retry budget."""
+        """The retry budget used: attempts on the current channel since the last replay, not
+        counting those that failed over to the next provider at once."""
         replayed_at = next(
             (c.at for c in reversed(self.history) if c.reason == REPLAY_REASON), None
         )
-        if replayed_at is None:
-            return len(self.attempts)
-        return sum(1 for a in self.attempts if a.started_at >= replayed_at)
+        return sum(
+            1
+            for a in self.attempts
+            if (replayed_at is None or a.started_at >= replayed_at)
+            and a.channel in ("", self.channel.value)
+            and a.outcome is not AttemptOutcome.FAILED_OVER
+        )
+
+    @property
+    def pinned_provider(self) -> str | None:
+        """The provider that may already hold this notification on the current channel (an
+        earlier attempt went out unanswered): only it may be tried again, or the recipient
+        could get it twice."""
+        for a in reversed(self.attempts):
+            if a.channel in ("", self.channel.value) and a.error_class is ErrorClass.MAYBE_ACCEPTED:
+                return a.provider
+        return None
 
     @property
     def is_settled(self) -> bool:
@@ -247,10 +277,24 @@ class Notification:
                     f"gave up after {len(self.attempts)} attempts; the last was abandoned",
                 )
                 return None
-        attempt = DeliveryAttempt(number=len(self.attempts) + 1, started_at=now)
-        self.attempts.append(attempt)
+        attempt = self._open_attempt(now)
         self._move(Status.SENDING, now, reason)
         return attempt
+
+    def record_failover(
+        self, started_at: datetime, now: datetime, *, provider: str, message: str
+    ) -> None:
+        """The provider of the open attempt failed before it could have accepted, and the
+        channel's next provider is being tried at once: close this attempt as FAILED_OVER and
+        open the next (still SENDING). ``started_at`` is when the next provider's try began."""
+        self._finish_open_attempt(
+            now,
+            AttemptOutcome.FAILED_OVER,
+            provider=provider,
+            error_class=ErrorClass.PROVIDER_DOWN,
+            error_message=message,
+        )
+        self._open_attempt(started_at)
 
     def record_success(self, now: datetime, result: DeliveryResult) -> None:
         self._finish_open_attempt(
@@ -284,6 +328,9 @@ class Notification:
             error_message=message,
         )
         if permanent:
+            if self.fallbacks:
+                self._fall_back(now, f"{self.channel} failed permanently: {message}")
+                return
             self._move(Status.FAILED, now, f"permanent failure: {message}")
             return
         made = self.attempts_this_round
@@ -341,6 +388,7 @@ class Notification:
             self.address = Address(self.address.kind, "")
         self.content = Content("", "")
         self.metadata = {}
+        self.fallbacks = []
         self.erased_at = now
         self.updated_at = now
         return cancelled
@@ -372,6 +420,24 @@ class Notification:
         self.status_reason = reason
         self.updated_at = now
         self.history.append(StatusChange(target, now, reason))
+
+    def _open_attempt(self, at: datetime) -> DeliveryAttempt:
+        attempt = DeliveryAttempt(
+            number=len(self.attempts) + 1, started_at=at, channel=self.channel.value
+        )
+        self.attempts.append(attempt)
+        return attempt
+
+    def _fall_back(self, now: datetime, why: str) -> None:
+        """Take the next route of the chain: its channel, address and content, queued now with
+        a fresh retry budget (the budget counts attempts on the current channel only)."""
+        route = self.fallbacks.pop(0)
+        self.channel = route.channel
+        self.address = route.address
+        self.content = route.content
+        self.content_hash = route.content.digest()
+        self.due_at = now
+        self._move(Status.QUEUED, now, f"{why}; falling back to {route.channel}")
 
     def _open_attempt_index(self) -> int | None:
         if self.attempts and self.attempts[-1].outcome is AttemptOutcome.IN_PROGRESS:

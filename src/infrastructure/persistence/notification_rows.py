@@ -16,6 +16,7 @@ from domain.notification import (
     ErrorClass,
     Notification,
     Priority,
+    Route,
     Status,
     StatusChange,
 )
@@ -44,8 +45,35 @@ def attempts_to_json(attempts: list[DeliveryAttempt]) -> list[dict[str, Any]]:
             "error_class": a.error_class.value,
             "error": a.error_message,
             "provider_message_id": a.provider_message_id,
+            "channel": a.channel,
         }
         for a in attempts
+    ]
+
+
+def fallbacks_to_json(routes: list[Route]) -> list[dict[str, Any]]:
+    return [
+        {
+            "channel": r.channel.value,
+            "address_kind": r.address.kind if r.address else None,
+            "address_value": r.address.value if r.address else None,
+            "title": r.content.title,
+            "body": r.content.body,
+            "html": r.content.html,
+            "data": dict(r.content.data),
+        }
+        for r in routes
+    ]
+
+
+def fallbacks_from_json(items: list[dict[str, Any]]) -> list[Route]:
+    return [
+        Route(
+            Channel(r["channel"]),
+            Address(r["address_kind"], r["address_value"]) if r["address_kind"] else None,
+            Content(r["title"], r["body"], r["html"], dict(r["data"])),
+        )
+        for r in items
     ]
 
 
@@ -83,6 +111,7 @@ def to_row(n: Notification) -> dict[str, Any]:
         "metadata": dict(n.metadata),
         "history": history_to_json(n.history),
         "attempts": attempts_to_json(n.attempts),
+        "fallbacks": fallbacks_to_json(n.fallbacks),
     }
 
 
@@ -128,8 +157,10 @@ def from_row(row: RowMapping) -> Notification:
                 error_class=ErrorClass(a["error_class"]),
                 error_message=a["error"],
                 provider_message_id=a["provider_message_id"],
+                channel=a.get("channel", ""),
             )
             for a in row["attempts"]
         ],
+        fallbacks=fallbacks_from_json(row["fallbacks"]),
         version=row["version"],
     )

@@ -22,6 +22,9 @@ tenants = sa.Table(
     sa.Column("tenant_id", sa.Text, primary_key=True),
     sa.Column("webhook_secret", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    # After a rotation the old secret keeps signing (a second signature) until this time.
+    sa.Column("previous_webhook_secret", sa.Text, nullable=True),
+    sa.Column("previous_secret_expires_at", TS, nullable=True),
 )
 
 api_keys = sa.Table(
@@ -163,6 +166,9 @@ notifications = sa.Table(
     # History and attempts live on the row: every transition is then one single-row write.
     sa.Column("history", JSONB, nullable=False),
     sa.Column("attempts", JSONB, nullable=False),
+    # The rest of the fallback chain: [{"channel", "address_kind", "address_value", "title",
+    # "body", "html", "data"}]
+    sa.Column("fallbacks", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("version", sa.Integer, nullable=False),
     sa.UniqueConstraint("tenant_id", "request_id"),
     sa.Index("ix_notifications_tenant_user_created", "tenant_id", "user_id", "created_at"),
@@ -186,4 +192,39 @@ notifications = sa.Table(
         sa.text("id DESC"),
         postgresql_where=sa.text("status = 'FAILED'"),
     ),
+)
+
+# Addresses a provider said must not be sent to again (an SMS number that replied STOP).
+address_suppressions = sa.Table(
+    "address_suppressions",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("address_kind", sa.Text, primary_key=True),
+    sa.Column("address_value", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+# The in-app inbox's change log, per user. The head row is locked by each append until its
+# transaction commits, so seqs commit in order and "after seq N" never skips a late commit.
+inbox_heads = sa.Table(
+    "inbox_heads",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+)
+
+inbox_events = sa.Table(
+    "inbox_events",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("notification_id", sa.Text, nullable=False),
+    sa.Column("read_ids", JSONB, nullable=False),
+    sa.Column("unread_count", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_inbox_events_created_at", "created_at"),
 )

@@ -13,8 +13,10 @@ from application.ports.repositories import (
     ApiKeyRepository,
     BulkJobRepository,
     CategoryRepository,
+    InboxEventRepository,
     NotificationRepository,
     RecipientRepository,
+    SuppressionRepository,
     TemplateRepository,
     TenantRepository,
 )
@@ -25,8 +27,10 @@ from infrastructure.persistence.directory_repositories import (
     SqlBulkJobRepository,
     SqlTenantRepository,
 )
+from infrastructure.persistence.inbox_repository import SqlInboxEventRepository
 from infrastructure.persistence.notification_repository import SqlNotificationRepository
 from infrastructure.persistence.recipient_repository import SqlRecipientRepository
+from infrastructure.persistence.suppression_repository import SqlSuppressionRepository
 from infrastructure.persistence.template_repository import SqlTemplateRepository
 
 # Errors that mean "the database could not be reached or dropped us", not "the SQL was wrong".
@@ -53,6 +57,8 @@ class SqlUnitOfWork:
     templates: TemplateRepository
     recipients: RecipientRepository
     categories: CategoryRepository
+    suppressions: SuppressionRepository
+    inbox: InboxEventRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -75,6 +81,8 @@ class SqlUnitOfWork:
         self.bulk_jobs = SqlBulkJobRepository(self._connection)
         self.recipients = SqlRecipientRepository(self._connection)
         self.categories = SqlCategoryRepository(self._connection)
+        self.suppressions = SqlSuppressionRepository(self._connection)
+        self.inbox = SqlInboxEventRepository(self._connection)
         return self
 
     async def __aexit__(

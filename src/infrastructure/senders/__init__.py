@@ -1,5 +1,6 @@
 """Channel sender adapters: implementations of application.ports.sender.Sender."""
 
+from infrastructure.senders.http_failures import parse_retry_after
 from infrastructure.senders.ssrf import (
     HostUnresolvable,
     Resolver,
@@ -15,7 +16,6 @@ from infrastructure.senders.standard_webhooks import (
 from infrastructure.senders.webhook import (
     WebhookSecrets,
     WebhookSender,
-    parse_retry_after,
     webhook_body,
 )
 

@@ -7,13 +7,13 @@ import ipaddress
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import httpx
 
 from application.ports.sender import DeliveryFailed
 from domain.notification import Channel, DeliveryResult, ErrorClass, Notification
+from infrastructure.senders.http_failures import parse_retry_after
 from infrastructure.senders.ssrf import HostUnresolvable, IPAddress, SsrfGuard, SsrfRefused
 from infrastructure.senders.standard_webhooks import webhook_headers
 
@@ -60,23 +60,6 @@ def webhook_body(notification: Notification) -> bytes:
         # A webhook template's payload, as rendered.
         payload["data"]["payload"] = dict(n.content.data)  # type: ignore[index]
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("ascii")
-
-
-def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
-    """A Retry-After header (delay seconds or an HTTP-date) as a delay; None when absent or
-    unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
-    try:
-        at = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return max(at - now, timedelta(0))
 
 
 class WebhookSender:

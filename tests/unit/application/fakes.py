@@ -24,10 +24,15 @@ from application.ports.repositories import (
     BulkJobRepository,
     CategoryRepository,
     DeadLetterQuery,
+    InboxEvent,
+    InboxEventKind,
+    InboxEventRepository,
     NotificationRepository,
     PageCursor,
     QueueEntry,
     RecipientRepository,
+    Suppression,
+    SuppressionRepository,
     TemplateRepository,
     Tenant,
     TenantRepository,
@@ -116,6 +121,9 @@ class FakeDatabase:
     recipients: dict[tuple[str, str], Recipient] = field(default_factory=dict)
     categories: dict[tuple[str, str], Category] = field(default_factory=dict)
     aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    suppressions: dict[tuple[str, str, str], Suppression] = field(default_factory=dict)
+    # (tenant, user) -> that user's inbox events, oldest first.
+    inbox: dict[tuple[str, str], list[InboxEvent]] = field(default_factory=dict)
     # (tenant, user) of every recipient lock taken, in order.
     recipient_locks: list[tuple[str, str]] = field(default_factory=list)
     commits: int = 0
@@ -505,6 +513,57 @@ class FakeCategoryRepository(_OverlayBacked[tuple[str, str], Category]):
         return [c for n in names[:limit] if (c := self._rows.get((tenant_id, n))) is not None]
 
 
+class FakeSuppressionRepository(_OverlayBacked[tuple[str, str, str], Suppression]):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._rows = _Overlay(db.suppressions)
+
+    async def add(self, suppression: Suppression) -> None:
+        key = (suppression.tenant_id, suppression.address.kind, suppression.address.value)
+        if self._rows.get(key) is None:
+            self._rows.put(key, suppression)
+
+    async def find(self, tenant_id: str, address: Address) -> Suppression | None:
+        return self._rows.get((tenant_id, address.kind, address.value))
+
+
+class FakeInboxEventRepository(_OverlayBacked[tuple[str, str], list[InboxEvent]]):
+    """Unread counts come from the notifications this unit of work sees."""
+
+    def __init__(self, db: FakeDatabase, notifications: FakeNotificationRepository) -> None:
+        self._rows = _Overlay(db.inbox)
+        self._notifications = notifications
+
+    async def append(
+        self,
+        tenant_id: str,
+        user_id: str,
+        kind: InboxEventKind,
+        now: datetime,
+        *,
+        notification_id: str = "",
+        read_ids: Sequence[str] = (),
+    ) -> InboxEvent:
+        events = list(self._rows.get((tenant_id, user_id)) or [])
+        event = InboxEvent(
+            seq=events[-1].seq + 1 if events else 1,
+            kind=kind,
+            unread_count=await self._notifications.count_unread(tenant_id, user_id),
+            created_at=now,
+            notification_id=notification_id,
+            read_ids=tuple(read_ids),
+        )
+        self._rows.put((tenant_id, user_id), [*events, event])
+        return event
+
+    async def after(self, tenant_id: str, user_id: str, seq: int, limit: int) -> list[InboxEvent]:
+        events = self._rows.get((tenant_id, user_id)) or []
+        return [e for e in events if e.seq > seq][:limit]
+
+    async def head(self, tenant_id: str, user_id: str) -> tuple[int, int]:
+        events = self._rows.get((tenant_id, user_id)) or []
+        return (events[-1].seq, events[0].seq) if events else (0, 0)
+
+
 class FakeUnitOfWork:
     notifications: NotificationRepository
     bulk_jobs: BulkJobRepository
@@ -513,6 +572,8 @@ class FakeUnitOfWork:
     templates: TemplateRepository
     recipients: RecipientRepository
     categories: CategoryRepository
+    suppressions: SuppressionRepository
+    inbox: InboxEventRepository
 
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
@@ -524,6 +585,8 @@ class FakeUnitOfWork:
             templates := FakeTemplateRepository(db),
             recipients := FakeRecipientRepository(db),
             categories := FakeCategoryRepository(db),
+            suppressions := FakeSuppressionRepository(db),
+            inbox := FakeInboxEventRepository(db, notifications),
         )
         self.notifications = notifications
         self.bulk_jobs = bulk_jobs
@@ -532,6 +595,8 @@ class FakeUnitOfWork:
         self.templates = templates
         self.recipients = recipients
         self.categories = categories
+        self.suppressions = suppressions
+        self.inbox = inbox
         self.state = "new"
 
     async def __aenter__(self) -> Self:

@@ -163,6 +163,10 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """A failure that will not pass (invalid address, endpoint gone); no retry."""
     ATTEMPT_OUTCOME_ABANDONED: _AttemptOutcome.ValueType  # 5
     """The worker holding the attempt stopped before recording an outcome."""
+    ATTEMPT_OUTCOME_FAILED_OVER: _AttemptOutcome.ValueType  # 6
+    """The provider failed before it could have accepted (unreachable, 5xx, circuit open while
+    sending): the channel's next provider was tried at once. Not counted against the retries.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """AttemptOutcome is how one delivery attempt ended."""
@@ -179,6 +183,10 @@ ATTEMPT_OUTCOME_PERMANENT_FAILURE: AttemptOutcome.ValueType  # 4
 """A failure that will not pass (invalid address, endpoint gone); no retry."""
 ATTEMPT_OUTCOME_ABANDONED: AttemptOutcome.ValueType  # 5
 """The worker holding the attempt stopped before recording an outcome."""
+ATTEMPT_OUTCOME_FAILED_OVER: AttemptOutcome.ValueType  # 6
+"""The provider failed before it could have accepted (unreachable, 5xx, circuit open while
+sending): the channel's next provider was tried at once. Not counted against the retries.
+"""
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
 @_typing.final
@@ -334,6 +342,7 @@ class DeliveryAttempt(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     PROVIDER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """1 for the first attempt."""
     provider: _builtins.str
@@ -341,13 +350,17 @@ class DeliveryAttempt(_message.Message):
     outcome: Global___AttemptOutcome.ValueType
     """How it ended."""
     error_class: _builtins.str
-    """TRANSIENT, PERMANENT, PROVIDER_DOWN or LEASE_LOST; empty on success."""
+    """TRANSIENT, PERMANENT, PROVIDER_DOWN, MAYBE_ACCEPTED (no answer after the request went
+    out: retried on the same provider only) or LEASE_LOST; empty on success.
+    """
     error_message: _builtins.str
     """The provider's or transport's error, when it failed."""
     latency_ms: _builtins.int
     """Milliseconds from start to end."""
     provider_message_id: _builtins.str
     """The id the provider gave the message, when it told one."""
+    channel: Global___Channel.ValueType
+    """The channel this attempt was made on (it changes when a fallback channel takes over)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the attempt started."""
@@ -368,10 +381,11 @@ class DeliveryAttempt(_message.Message):
         error_message: _builtins.str = ...,
         latency_ms: _builtins.int = ...,
         provider_message_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error_class", b"error_class", "error_message", b"error_message", "latency_ms", b"latency_ms", "number", b"number", "outcome", b"outcome", "provider", b"provider", "provider_message_id", b"provider_message_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "end_time", b"end_time", "error_class", b"error_class", "error_message", b"error_message", "latency_ms", b"latency_ms", "number", b"number", "outcome", b"outcome", "provider", b"provider", "provider_message_id", b"provider_message_id", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,6 +442,7 @@ class Notification(_message.Message):
     BULK_JOB_ID_FIELD_NUMBER: _builtins.int
     CONTENT_HASH_FIELD_NUMBER: _builtins.int
     ERASE_TIME_FIELD_NUMBER: _builtins.int
+    FALLBACK_CHANNELS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     request_id: _builtins.str
@@ -500,6 +515,10 @@ class Notification(_message.Message):
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When the recipient's personal data in this record (address, content) was erased."""
 
+    @_builtins.property
+    def fallback_channels(self) -> _containers.RepeatedScalarFieldContainer[Global___Channel.ValueType]:
+        """Channels still to try, in order, should the current channel fail permanently."""
+
     def __init__(
         self,
         *,
@@ -528,10 +547,11 @@ class Notification(_message.Message):
         bulk_job_id: _builtins.str = ...,
         content_hash: _builtins.str = ...,
         erase_time: _timestamp_pb2.Timestamp | None = ...,
+        fallback_channels: _abc.Iterable[Global___Channel.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "content", b"content", "create_time", b"create_time", "erase_time", b"erase_time", "expire_time", b"expire_time", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attempts", b"attempts", "bulk_job_id", b"bulk_job_id", "caller_service", b"caller_service", "category", b"category", "channel", b"channel", "content", b"content", "content_hash", b"content_hash", "create_time", b"create_time", "erase_time", b"erase_time", "expire_time", b"expire_time", "id", b"id", "locale", b"locale", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "status", b"status", "status_history", b"status_history", "status_reason", b"status_reason", "template_name", b"template_name", "template_version", b"template_version", "tenant_id", b"tenant_id", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attempts", b"attempts", "bulk_job_id", b"bulk_job_id", "caller_service", b"caller_service", "category", b"category", "channel", b"channel", "content", b"content", "content_hash", b"content_hash", "create_time", b"create_time", "erase_time", b"erase_time", "expire_time", b"expire_time", "fallback_channels", b"fallback_channels", "id", b"id", "locale", b"locale", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "status", b"status", "status_history", b"status_history", "status_reason", b"status_reason", "template_name", b"template_name", "template_version", b"template_version", "tenant_id", b"tenant_id", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

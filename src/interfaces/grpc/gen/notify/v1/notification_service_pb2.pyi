@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from interfaces.grpc.gen.notify.v1 import notification_pb2 as _notification_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _InboxEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InboxEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InboxEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INBOX_EVENT_KIND_UNSPECIFIED: _InboxEventKind.ValueType  # 0
+    """Never sent."""
+    INBOX_EVENT_KIND_UNREAD_COUNT: _InboxEventKind.ValueType  # 1
+    """The current unread count (the first event of a fresh stream, or after a cursor too old
+    to resume from).
+    """
+    INBOX_EVENT_KIND_NOTIFICATION_DELIVERED: _InboxEventKind.ValueType  # 2
+    """A new in-app notification was delivered."""
+    INBOX_EVENT_KIND_NOTIFICATIONS_READ: _InboxEventKind.ValueType  # 3
+    """Notifications were marked read."""
+
+class InboxEventKind(_InboxEventKind, metaclass=_InboxEventKindEnumTypeWrapper):
+    """InboxEventKind says what an inbox event reports."""
+
+INBOX_EVENT_KIND_UNSPECIFIED: InboxEventKind.ValueType  # 0
+"""Never sent."""
+INBOX_EVENT_KIND_UNREAD_COUNT: InboxEventKind.ValueType  # 1
+"""The current unread count (the first event of a fresh stream, or after a cursor too old
+to resume from).
+"""
+INBOX_EVENT_KIND_NOTIFICATION_DELIVERED: InboxEventKind.ValueType  # 2
+"""A new in-app notification was delivered."""
+INBOX_EVENT_KIND_NOTIFICATIONS_READ: InboxEventKind.ValueType  # 3
+"""Notifications were marked read."""
+Global___InboxEventKind: _TypeAlias = InboxEventKind  # noqa: Y015
 
 @_typing.final
 class SendNotificationRequest(_message.Message):
@@ -58,6 +91,7 @@ class SendNotificationRequest(_message.Message):
     SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    FALLBACK_CHANNELS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155): a retry with the same key and request returns the first
     result; the same key with a different request is refused with ALREADY_EXISTS.
@@ -96,6 +130,13 @@ class SendNotificationRequest(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Key/value annotations, stored and returned, and passed to webhooks."""
 
+    @_builtins.property
+    def fallback_channels(self) -> _containers.RepeatedScalarFieldContainer[_notification_pb2.Channel.ValueType]:
+        """Channels to try in order when `channel` fails permanently (no address or device, an
+        invalid address, a permanent provider error), e.g. [CHANNEL_EMAIL] after CHANNEL_PUSH.
+        Their addresses come from the directory; their content from the template or `content`.
+        """
+
     def __init__(
         self,
         *,
@@ -110,10 +151,11 @@ class SendNotificationRequest(_message.Message):
         schedule_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        fallback_channels: _abc.Iterable[_notification_pb2.Channel.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "content", b"content", "expire_time", b"expire_time", "schedule_time", b"schedule_time", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "category", b"category", "channel", b"channel", "content", b"content", "expire_time", b"expire_time", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "template", b"template", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "category", b"category", "channel", b"channel", "content", b"content", "expire_time", b"expire_time", "fallback_channels", b"fallback_channels", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "template", b"template", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -227,6 +269,7 @@ class BulkSendRequest(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    FALLBACK_CHANNELS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key for the whole call; each recipient's notification derives its own key."""
     channel: _notification_pb2.Channel.ValueType
@@ -259,6 +302,10 @@ class BulkSendRequest(_message.Message):
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___BulkRecipient]:
         """1 to 1000 recipients."""
 
+    @_builtins.property
+    def fallback_channels(self) -> _containers.RepeatedScalarFieldContainer[_notification_pb2.Channel.ValueType]:
+        """Channels to try in order when `channel` fails permanently, as in SendNotification."""
+
     def __init__(
         self,
         *,
@@ -272,10 +319,11 @@ class BulkSendRequest(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         recipients: _abc.Iterable[Global___BulkRecipient] | None = ...,
+        fallback_channels: _abc.Iterable[_notification_pb2.Channel.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "expire_time", b"expire_time", "schedule_time", b"schedule_time", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "content", b"content", "expire_time", b"expire_time", "metadata", b"metadata", "priority", b"priority", "recipients", b"recipients", "request_id", b"request_id", "schedule_time", b"schedule_time", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "content", b"content", "expire_time", b"expire_time", "fallback_channels", b"fallback_channels", "metadata", b"metadata", "priority", b"priority", "recipients", b"recipients", "request_id", b"request_id", "schedule_time", b"schedule_time", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -702,3 +750,73 @@ class ReplayDeadLettersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class StreamInboxRequest(_message.Message):
+    """StreamInboxRequest names the user whose inbox to follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The recipient."""
+    cursor: _builtins.str
+    """The cursor of the last event received on an earlier stream; empty for a fresh start,
+    which begins with an UNREAD_COUNT event carrying the current count.
+    """
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamInboxRequest: _TypeAlias = StreamInboxRequest  # noqa: Y015
+
+@_typing.final
+class StreamInboxResponse(_message.Message):
+    """StreamInboxResponse is one event of the stream: one change to a user's inbox."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_FIELD_NUMBER: _builtins.int
+    READ_IDS_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Pass as StreamInboxRequest.cursor to resume after this event."""
+    kind: Global___InboxEventKind.ValueType
+    """What happened."""
+    unread_count: _builtins.int
+    """The unread count after this event."""
+    @_builtins.property
+    def notification(self) -> _notification_pb2.Notification:
+        """The delivered notification (NOTIFICATION_DELIVERED only)."""
+
+    @_builtins.property
+    def read_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids marked read (NOTIFICATIONS_READ only)."""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        kind: Global___InboxEventKind.ValueType = ...,
+        unread_count: _builtins.int = ...,
+        notification: _notification_pb2.Notification | None = ...,
+        read_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "kind", b"kind", "notification", b"notification", "read_ids", b"read_ids", "unread_count", b"unread_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamInboxResponse: _TypeAlias = StreamInboxResponse  # noqa: Y015

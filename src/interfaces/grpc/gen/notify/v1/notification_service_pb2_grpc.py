@@ -77,6 +77,11 @@ class NotificationServiceStub:
                 request_serializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.StreamInbox = channel.unary_stream(
+                '/notify.v1.NotificationService/StreamInbox',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -142,6 +147,15 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamInbox(self, request, context):
+        """StreamInbox pushes a user's new in-app notifications and unread-count changes as they
+        happen. Reconnect with the cursor of the last event received to resume with no gap and
+        no repeat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +198,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetters,
                     request_deserializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'StreamInbox': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamInbox,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +424,33 @@ class NotificationService:
             '/notify.v1.NotificationService/ReplayDeadLetters',
             notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersRequest.SerializeToString,
             notify_dot_v1_dot_notification__service__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/notify.v1.NotificationService/StreamInbox',
+            notify_dot_v1_dot_notification__service__pb2.StreamInboxRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.StreamInboxResponse.FromString,
             options,
             channel_credentials,
             insecure,

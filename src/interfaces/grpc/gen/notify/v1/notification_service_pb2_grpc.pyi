@@ -54,6 +54,11 @@ class NotificationServiceStub:
     """ListDeadLetters pages through FAILED notifications (newest failure first)."""
     ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ReplayDeadLettersRequest, _notification_service_pb2.ReplayDeadLettersResponse]
     """ReplayDeadLetters queues FAILED notifications again; each keeps its id and its history."""
+    StreamInbox: _grpc.UnaryStreamMultiCallable[_notification_service_pb2.StreamInboxRequest, _notification_service_pb2.StreamInboxResponse]
+    """StreamInbox pushes a user's new in-app notifications and unread-count changes as they
+    happen. Reconnect with the cursor of the last event received to resume with no gap and
+    no repeat.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -81,6 +86,11 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """ListDeadLetters pages through FAILED notifications (newest failure first)."""
     ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ReplayDeadLettersRequest, _notification_service_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
     """ReplayDeadLetters queues FAILED notifications again; each keeps its id and its history."""
+    StreamInbox: _aio.UnaryStreamMultiCallable[_notification_service_pb2.StreamInboxRequest, _notification_service_pb2.StreamInboxResponse]  # type: ignore[assignment]
+    """StreamInbox pushes a user's new in-app notifications and unread-count changes as they
+    happen. Reconnect with the cursor of the last event received to resume with no gap and
+    no repeat.
+    """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """NotificationService accepts notifications for delivery and serves their record.
@@ -153,5 +163,16 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notification_service_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_notification_service_pb2.ReplayDeadLettersResponse]]:
         """ReplayDeadLetters queues FAILED notifications again; each keeps its id and its history."""
+
+    @_abc_1.abstractmethod
+    def StreamInbox(
+        self,
+        request: _notification_service_pb2.StreamInboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_notification_service_pb2.StreamInboxResponse], _abc.AsyncIterator[_notification_service_pb2.StreamInboxResponse]]:
+        """StreamInbox pushes a user's new in-app notifications and unread-count changes as they
+        happen. Reconnect with the cursor of the last event received to resume with no gap and
+        no repeat.
+        """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
