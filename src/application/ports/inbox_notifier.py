@@ -7,7 +7,7 @@ from typing import Protocol
 
 
 class InboxWakeups(Protocol):
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 (a bounded wait is the contract)
         """True when the user's inbox may have changed since the last call; False when
         ``timeout`` seconds passed without a sign (the stream then checks anyway)."""
         ...

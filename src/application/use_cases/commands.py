@@ -47,10 +47,12 @@ class SendNotificationCommand:
     scheduled_at: datetime | None = None
     expires_at: datetime | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Channels to try in order after ``channel`` fails permanently.
+    fallback_channels: tuple[Channel, ...] = ()
 
     def meaning(self) -> dict[str, Any]:
         """Everything but the request_id: what must match for a retry to be a replay."""
-        return {
+        meaning = {
             "user_id": self.user_id,
             "channel": self.channel.value,
             "priority": int(self.priority),
@@ -66,6 +68,10 @@ class SendNotificationCommand:
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "metadata": dict(self.metadata),
         }
+        # Only when present, so that fingerprints stored before chains existed still match.
+        if self.fallback_channels:
+            meaning["fallback_channels"] = [c.value for c in self.fallback_channels]
+        return meaning
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,7 @@ class BulkSendCommand:
     scheduled_at: datetime | None = None
     expires_at: datetime | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    fallback_channels: tuple[Channel, ...] = ()
 
     def for_recipient(self, index: int) -> SendNotificationCommand:
         """The single send this bulk send makes for one recipient (its own derived request_id)."""
@@ -111,4 +118,5 @@ class BulkSendCommand:
             scheduled_at=self.scheduled_at,
             expires_at=self.expires_at,
             metadata=self.metadata,
+            fallback_channels=self.fallback_channels,
         )

@@ -11,12 +11,19 @@ from datetime import timedelta
 
 from application.errors import ConcurrentUpdate, Unavailable
 from application.ports.clock import Clock
-from application.ports.repositories import UnitOfWorkFactory
+from application.ports.inbox_notifier import InboxNotifier
+from application.ports.repositories import (
+    InboxEventKind,
+    Suppression,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from application.ports.scheduler import Claim, Scheduler
-from application.ports.sender import DeliveryFailed, Sender
+from application.ports.sender import Delivered, DeliveryFailed, Sender
 from domain.notification import (
+    Address,
+    AddressRejection,
     Channel,
-    DeliveryResult,
     ErrorClass,
     Notification,
     RetryPolicy,
@@ -40,7 +47,9 @@ class DeliverNotification:
         random: Callable[[], float],
         lease: timedelta = timedelta(seconds=30),
         record_patience: timedelta = timedelta(minutes=5),
+        inbox_notifier: InboxNotifier | None = None,
     ) -> None:
+        self._inbox_notifier = inbox_notifier
         self._lease = lease
         self._record_patience = record_patience
         self._uow = uow
@@ -59,7 +68,16 @@ class DeliverNotification:
             await self._scheduler.ack(claim)
             return notification.status
         outcome = await self._send(notification)
-        return await self._finish(claim, notification, outcome)
+        failed = outcome if isinstance(outcome, DeliveryFailed) else None
+        # The address verdict belongs to the notification's channel and address as sent, which
+        # a fallback to the next channel is about to replace.
+        sent_to = notification.address
+        status = await self._finish(claim, notification, outcome)
+        if status is not None and failed is not None and failed.rejection is not None:
+            await self._apply_rejection(notification, sent_to, failed)
+        if status is Status.DELIVERED and notification.channel is Channel.IN_APP:
+            await self._wake_inbox(notification)
+        return status
 
     def _policy(self, n: Notification) -> RetryPolicy:
         return self._policies.get(n.channel, RetryPolicy())
@@ -84,7 +102,7 @@ class DeliverNotification:
             await uow.commit()
         return n
 
-    async def _send(self, n: Notification) -> DeliveryResult | DeliveryFailed:
+    async def _send(self, n: Notification) -> Delivered | DeliveryFailed:
         sender = self._senders.get(n.channel)
         if sender is None:
             return DeliveryFailed(
@@ -102,11 +120,13 @@ class DeliverNotification:
             )
 
     async def _finish(
-        self, claim: Claim, n: Notification, outcome: DeliveryResult | DeliveryFailed
+        self, claim: Claim, n: Notification, outcome: Delivered | DeliveryFailed
     ) -> Status | None:
+        for tried in outcome.failovers:
+            n.record_failover(tried.finished_at, provider=tried.provider, message=tried.message)
         now = self._clock.now()
-        if isinstance(outcome, DeliveryResult):
-            n.record_success(now, outcome)
+        if isinstance(outcome, Delivered):
+            n.record_success(now, outcome.result)
         else:
             n.record_failure(
                 now,
@@ -137,6 +157,7 @@ class DeliverNotification:
             try:
                 async with self._uow() as uow:
                     await uow.notifications.save(n)
+                    await self._log_inbox_change(uow, n)
                     await uow.commit()
                 return True
             except ConcurrentUpdate:
@@ -152,3 +173,54 @@ class DeliverNotification:
                     await self._scheduler.extend(claim, self._clock.now(), self._lease)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+    async def _log_inbox_change(self, uow: UnitOfWork, n: Notification) -> None:
+        """A delivered in-app notification enters the user's inbox log in the transaction that
+        delivers it, so a stream resuming from a cursor can neither miss nor repeat it."""
+        if n.channel is Channel.IN_APP and n.status is Status.DELIVERED:
+            await uow.inbox.append(
+                n.tenant_id,
+                n.user_id,
+                InboxEventKind.NOTIFICATION_DELIVERED,
+                n.updated_at,
+                notification_id=n.id,
+            )
+
+    async def _wake_inbox(self, n: Notification) -> None:
+        if self._inbox_notifier is None:
+            return
+        try:
+            await self._inbox_notifier.publish(n.tenant_id, n.user_id)
+        except Exception:
+            # Streams also poll: a lost wake-up delays an event, it does not lose it.
+            log.warning("could not wake inbox streams of %s", n.id, exc_info=True)
+
+    async def _apply_rejection(
+        self, n: Notification, address: Address | None, failure: DeliveryFailed
+    ) -> None:
+        """Act on what the provider said about the address itself, once the outcome is
+        recorded: a dead token or endpoint leaves the recipient's record; an opted-out number
+        is suppressed for the tenant. Best effort: if it does not stick, the next send to
+        that address fails the same way and tries again."""
+        if address is None or not address.value:
+            return
+        now = self._clock.now()
+        for _ in range(3):
+            try:
+                async with self._uow() as uow:
+                    if failure.rejection is AddressRejection.UNSUBSCRIBED:
+                        reason = f"{failure.provider}: {failure.message}"[:500]
+                        await uow.suppressions.add(Suppression(n.tenant_id, address, reason, now))
+                    else:
+                        recipient = await uow.recipients.get(n.tenant_id, n.user_id)
+                        if recipient is None or not recipient.forget_address(address, now):
+                            return
+                        await uow.recipients.save(recipient)
+                    await uow.commit()
+                log.info("%s of notification %s: %s", failure.rejection, n.id, address.kind)
+                return
+            except ConcurrentUpdate:
+                continue  # the recipient changed under us: reload and decide again
+            except Unavailable:
+                log.warning("could not record that %s's address was rejected", n.id)
+                return

@@ -5,12 +5,12 @@ is what is stored."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from application.ports.repositories import UnitOfWork
 from application.use_cases.preparation import Prepared
-from domain.notification import Notification, Status
+from domain.notification import Address, Channel, Decision, Notification, Route, Status, Verdict
 from domain.policy import Category, Limits
 from domain.policy.decision import decide
 from domain.policy.limits import DAY
@@ -73,6 +73,9 @@ class PolicyGate:
     ) -> Admission:
         """Decide about ``prepared``. ``batch`` holds notifications admitted earlier in the same
         transaction and not yet stored (a bulk send), which count like stored ones."""
+        prepared, refused = await self._drop_refused_routes(uow, prepared, category, recipient)
+        if refused:
+            return Admission(prepared.accept(now, Decision(Verdict.SUPPRESS, refused)))
         new = prepared.new
         mine = [n for n in batch if n.user_id == new.user_id]
         window = self.dedup_window(category)
@@ -113,3 +116,63 @@ class PolicyGate:
             counted=counted,
         )
         return Admission(prepared.accept(now, decision))
+
+    async def _drop_refused_routes(
+        self,
+        uow: UnitOfWork,
+        prepared: Prepared,
+        category: Category,
+        recipient: Recipient | None,
+    ) -> tuple[Prepared, str]:
+        """Pass over the channels of the chain the recipient opted out of, or whose address
+        is suppressed (a number that replied STOP). Returns the send with the first channel
+        left in front, or, when none is left, the first channel's refusal (it is SUPPRESSED)."""
+        new = prepared.new
+        chain = [Route(new.channel, new.address, new.content), *new.fallbacks]
+        kept: list[Route] = []
+        refusals: list[tuple[Channel, str]] = []
+        for route in chain:
+            refusal = await self._refusal(uow, prepared.tenant_id, route, category, recipient)
+            if refusal:
+                refusals.append((route.channel, refusal))
+            else:
+                kept.append(route)
+        if not refusals:
+            return prepared, ""
+        reasons = [f"{channel} skipped: {refusal}" for channel, refusal in refusals]
+        if not kept:
+            return prepared, refusals[0][1] if len(chain) == 1 else "; ".join(reasons)
+        first, rest = kept[0], kept[1:]
+        moved = first.channel is not new.channel
+        new = replace(
+            new,
+            channel=first.channel,
+            address=first.address,
+            content=first.content,
+            # A template version and locale describe the first channel's rendering only.
+            rendered=new.rendered if not moved else None,
+            fallbacks=tuple(rest),
+            skipped=(*new.skipped, *reasons),
+        )
+        return replace(prepared, new=new, content_hash=new.content.digest()), ""
+
+    @staticmethod
+    async def _refusal(
+        uow: UnitOfWork,
+        tenant_id: str,
+        route: Route,
+        category: Category,
+        recipient: Recipient | None,
+    ) -> str:
+        if recipient is not None:
+            opted_out = recipient.preferences.opt_out_reason(
+                category.name, route.channel, category.is_marketing
+            )
+            if opted_out:
+                return opted_out
+        address: Address | None = route.address
+        if route.channel in (Channel.SMS, Channel.EMAIL) and address is not None:
+            suppression = await uow.suppressions.find(tenant_id, address)
+            if suppression is not None:
+                return f"the {address.kind} is suppressed ({suppression.reason})"
+        return ""

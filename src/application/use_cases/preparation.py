@@ -22,16 +22,17 @@ from domain.notification import (
     NewNotification,
     Notification,
     Rendered,
+    Route,
     TemplateRef,
     validate_new,
 )
 from domain.recipient import Recipient
 
 
-def check_channel(channel: Channel, available: Set[Channel]) -> None:
+def check_channel(channel: Channel, available: Set[Channel], field: str = "channel") -> None:
     if channel not in available:
         raise PreconditionFailed(
-            "channel",
+            field,
             f"no provider is configured for {channel} yet; available: "
             + ", ".join(sorted(c.value for c in available)),
             reason="CHANNEL_NOT_CONFIGURED",
@@ -116,6 +117,8 @@ class NotificationPreparer:
         """``recipient`` is the directory entry of ``command.user_id`` (None if there is none):
         it supplies the address and the template locale the command leaves out."""
         check_channel(command.channel, self._channels)
+        for i, channel in enumerate(command.fallback_channels):
+            check_channel(channel, self._channels, f"fallback_channels[{i}]")
         check_content_source(command.content, command.template is not None)
         violations = Violations()
         address = None
@@ -127,13 +130,8 @@ class NotificationPreparer:
         rendered: Rendered | None = None
         content = command.content
         if command.template is not None:
-            locale = command.template.locale or (recipient.locale if recipient else "")
             try:
-                rendered = await self._renderer.render(
-                    principal.tenant_id,
-                    TemplateRef(command.template.name, command.template.variables, locale),
-                    command.channel,
-                )
+                rendered = await self._render(command, command.channel, principal, recipient)
                 content = rendered.content
             except ValidationFailed as error:
                 violations.extend(error)
@@ -160,7 +158,9 @@ class NotificationPreparer:
                 continue
             violations.add(v.field, v.description)
         violations.raise_if_any()
-        if needs_address and address is None:
+        if command.fallback_channels:
+            new = await self._with_fallbacks(new, command, principal, recipient)
+        elif needs_address and address is None:
             new = replace(
                 new, address=directory_address(command.channel, command.user_id, recipient)
             )
@@ -172,4 +172,68 @@ class NotificationPreparer:
             fingerprint=fingerprint(command.meaning()),
             content_hash=new.content.digest(),
             bulk_job_id=bulk_job_id,
+        )
+
+    async def _render(
+        self,
+        command: SendNotificationCommand,
+        channel: Channel,
+        principal: Principal,
+        recipient: Recipient | None,
+    ) -> Rendered:
+        assert command.template is not None
+        locale = command.template.locale or (recipient.locale if recipient else "")
+        return await self._renderer.render(
+            principal.tenant_id,
+            TemplateRef(command.template.name, command.template.variables, locale),
+            channel,
+        )
+
+    async def _with_fallbacks(
+        self,
+        new: NewNotification,
+        command: SendNotificationCommand,
+        principal: Principal,
+        recipient: Recipient | None,
+    ) -> NewNotification:
+        """Resolve the whole chain: each channel's address (the given one for the first, the
+        directory's for the rest) and content (the template rendered for that channel, or the
+        inline content). A channel that cannot be reached is passed over and the record says
+        why; the first reachable one goes first. None reachable: FAILED_PRECONDITION."""
+        routes: list[tuple[Route, Rendered | None]] = []
+        skipped: list[str] = []
+        for channel in (new.channel, *command.fallback_channels):
+            rendered = new.rendered if channel is new.channel else None
+            content = new.content
+            if command.template is not None and channel is not new.channel:
+                try:
+                    rendered = await self._render(command, channel, principal, recipient)
+                except PreconditionFailed as error:
+                    skipped.append(f"{channel} skipped: {error.description}")
+                    continue
+                content = rendered.content
+            address = new.address if channel is new.channel else None
+            if address is None and channel in ADDRESS_KIND_BY_CHANNEL:
+                address = recipient.address_for(channel) if recipient is not None else None
+                if address is None:
+                    kind = ADDRESS_KIND_BY_CHANNEL[channel]
+                    skipped.append(f"{channel} skipped: recipient has no usable {kind}")
+                    continue
+            routes.append((Route(channel, address, content), rendered))
+        if not routes:
+            raise PreconditionFailed(
+                "address",
+                f"no channel of the chain can reach recipient {command.user_id!r}: "
+                + "; ".join(skipped),
+                reason="RECIPIENT_HAS_NO_ADDRESS",
+            )
+        (first, rendered), rest = routes[0], routes[1:]
+        return replace(
+            new,
+            channel=first.channel,
+            address=first.address,
+            content=first.content,
+            rendered=rendered,
+            fallbacks=tuple(route for route, _ in rest),
+            skipped=tuple(skipped),
         )

@@ -281,12 +281,10 @@ class Notification:
         self._move(Status.SENDING, now, reason)
         return attempt
 
-    def record_failover(
-        self, started_at: datetime, now: datetime, *, provider: str, message: str
-    ) -> None:
+    def record_failover(self, now: datetime, *, provider: str, message: str) -> None:
         """The provider of the open attempt failed before it could have accepted, and the
         channel's next provider is being tried at once: close this attempt as FAILED_OVER and
-        open the next (still SENDING). ``started_at`` is when the next provider's try began."""
+        open the next (still SENDING)."""
         self._finish_open_attempt(
             now,
             AttemptOutcome.FAILED_OVER,
@@ -294,7 +292,7 @@ class Notification:
             error_class=ErrorClass.PROVIDER_DOWN,
             error_message=message,
         )
-        self._open_attempt(started_at)
+        self._open_attempt(now)
 
     def record_success(self, now: datetime, result: DeliveryResult) -> None:
         self._finish_open_attempt(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain.notification import ADDRESS_KIND_BY_CHANNEL, Address, Channel
 from domain.recipient.preferences import Preferences
@@ -29,13 +29,39 @@ class PushDevice:
         return self.invalidated_at is None
 
 
+# How long an endpoint's replaced secret keeps signing beside the new one.
+WEBHOOK_SECRET_OVERLAP = timedelta(hours=24)
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookEndpoint:
     url: str
-    # '' means the tenant's secret signs.
+    # '' means the tenant's secrets sign.
     secret: str = ""
     # Set when the endpoint answered 410 Gone: nothing is sent to it until it is replaced.
     disabled_at: datetime | None = None
+    # The secret this one replaced ('' : the tenant's) signs too, as a second signature, until
+    # ``previous_secret_expires_at``, so the receiver can switch without failing to verify.
+    previous_secret: str = ""
+    previous_secret_expires_at: datetime | None = None
+
+    def with_secret(self, secret: str, now: datetime, overlap: timedelta) -> WebhookEndpoint:
+        """The same URL signed with ``secret`` from now on, and with the current secret for
+        ``overlap`` more; enabled again. A secret replaced earlier stops signing."""
+        if secret == self.secret:
+            return self
+        return WebhookEndpoint(
+            self.url,
+            secret,
+            previous_secret=self.secret,
+            previous_secret_expires_at=now + overlap,
+        )
+
+    def previous_signer(self, now: datetime) -> str | None:
+        """The replaced secret while it still signs ('' : the tenant's), else None."""
+        if self.previous_secret_expires_at is None or now >= self.previous_secret_expires_at:
+            return None
+        return self.previous_secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,23 +107,24 @@ class Recipient:
             r.preferences = preferences
         return r
 
-    def update_profile(self, profile: Profile, now: datetime) -> None:
+    def update_profile(
+        self, profile: Profile, now: datetime, *, secret_overlap: timedelta = WEBHOOK_SECRET_OVERLAP
+    ) -> None:
         """Replace the contact data. A device already known keeps when it was added and whether
         it was invalidated (a caller re-sending its device list must not revive a dead token);
-        a webhook endpoint with a new URL or secret is enabled again."""
+        a webhook endpoint with a new URL or secret is enabled again, and a new secret for the
+        same URL leaves the old one signing too for ``secret_overlap``."""
         known = {d.token: d for d in self.devices}
         self.devices = [
             known[token] if token in known else PushDevice(platform, token, now)
             for platform, token in profile.devices
         ]
-        if profile.webhook is not None and self.webhook is not None:
-            same = (profile.webhook.url, profile.webhook.secret) == (
-                self.webhook.url,
-                self.webhook.secret,
-            )
-            self.webhook = self.webhook if same else profile.webhook
+        given, stored = profile.webhook, self.webhook
+        if given is None or stored is None or given.url != stored.url:
+            # A new URL's owner never held the old secret: nothing of it carries over.
+            self.webhook = None if given is None else WebhookEndpoint(given.url, given.secret)
         else:
-            self.webhook = profile.webhook
+            self.webhook = stored.with_secret(given.secret, now, secret_overlap)
         self.email = profile.email
         self.phone = profile.phone
         self.locale = profile.locale
@@ -131,6 +158,15 @@ class Recipient:
                 return None
             return Address("webhook_url", self.webhook.url)
         return None
+
+    def forget_address(self, address: Address, now: datetime) -> bool:
+        """A provider said ``address`` is gone for good (token unregistered, endpoint 410): stop
+        using it. False when it is not one of this recipient's usable addresses."""
+        if address.kind == "device_token":
+            return self.invalidate_device(address.value, now)
+        if address.kind == "webhook_url":
+            return self.disable_webhook(address.value, now)
+        return False
 
     def invalidate_device(self, token: str, now: datetime) -> bool:
         """A provider said ``token`` is dead. False if it was unknown or already invalid."""

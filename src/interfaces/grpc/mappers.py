@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +60,16 @@ def _channel(value: int, v: Violations) -> Channel:
     elif value not in CHANNELS:
         v.add("channel", f"unknown channel value {value}")
     return CHANNELS.get(value, Channel.IN_APP)
+
+
+def _fallback_channels(values: Sequence[int], v: Violations) -> tuple[Channel, ...]:
+    chain: list[Channel] = []
+    for i, value in enumerate(values):
+        if value not in CHANNELS:
+            v.add(f"fallback_channels[{i}]", f"unknown or unset channel value {value}")
+        else:
+            chain.append(CHANNELS[value])
+    return tuple(chain)
 
 
 def _priority(value: int, v: Violations) -> Priority:
@@ -135,6 +146,7 @@ def send_command(request: svc.SendNotificationRequest) -> SendNotificationComman
     address = _address(request)
     if address is not None and not address.kind:
         v.add("address", "set one of email, phone, device_token, webhook_url")
+    fallbacks = _fallback_channels(request.fallback_channels, v)
     v.raise_if_any()
     return SendNotificationCommand(
         request_id=request.request_id,
@@ -148,6 +160,7 @@ def send_command(request: svc.SendNotificationRequest) -> SendNotificationComman
         scheduled_at=scheduled_at,
         expires_at=expires_at,
         metadata=dict(request.metadata),
+        fallback_channels=fallbacks,
     )
 
 
@@ -157,6 +170,7 @@ def bulk_command(request: svc.BulkSendRequest) -> BulkSendCommand:
     priority = _priority(request.priority, v)
     scheduled_at = _time(request, "schedule_time", v)
     expires_at = _time(request, "expire_time", v)
+    fallbacks = _fallback_channels(request.fallback_channels, v)
     v.raise_if_any()
     return BulkSendCommand(
         request_id=request.request_id,
@@ -168,6 +182,7 @@ def bulk_command(request: svc.BulkSendRequest) -> BulkSendCommand:
         scheduled_at=scheduled_at,
         expires_at=expires_at,
         metadata=dict(request.metadata),
+        fallback_channels=fallbacks,
         recipients=[
             BulkRecipientInput(
                 user_id=r.user_id,
@@ -234,9 +249,13 @@ def notification_to_pb(n: Notification) -> pb.Notification:
                 error_message=a.error_message,
                 latency_ms=a.latency_ms or 0,
                 provider_message_id=a.provider_message_id,
+                channel=CHANNELS_TO_PB.get(Channel(a.channel), pb.CHANNEL_UNSPECIFIED)  # type: ignore[arg-type]
+                if a.channel
+                else pb.CHANNEL_UNSPECIFIED,
             )
             for a in n.attempts
         ],
+        fallback_channels=[CHANNELS_TO_PB[r.channel] for r in n.fallbacks],  # type: ignore[misc]
     )
     if n.address is not None:
         setattr(message.address, n.address.kind, n.address.value)

@@ -136,8 +136,8 @@ async def test_sender_plays_outcomes_in_order() -> None:
     n = make_notification("n-1", channel=Channel.EMAIL)
     with pytest.raises(DeliveryFailed):
         await sender.send(n)
-    assert (await sender.send(n)).provider_message_id == "m-1"
-    assert (await sender.send(n)).provider_message_id == "m-1"
+    assert (await sender.send(n)).result.provider_message_id == "m-1"
+    assert (await sender.send(n)).result.provider_message_id == "m-1"
     assert len(sender.sent) == 3
 
 
