@@ -1,5 +1,5 @@
 """WebhookSender against a real HTTP receiver on loopback that verifies Standard Webhooks
-signatures with the reference library."""
+signatures with the reference library, and how it classifies each way a delivery fails."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook
 from application.ports.sender import DeliveryFailed
 from domain.notification import (
     Address,
+    AddressRejection,
     Channel,
     Content,
     DeliveryResult,
@@ -43,6 +44,8 @@ from infrastructure.senders import (
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+OLD_SECRET = "whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZC1zZWNy"
+OTHER_SECRET = "whsec_b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldC1vdGhl"
 CREATED_AT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 410: "Gone", 429: "Too Many Requests"}
 
@@ -60,12 +63,14 @@ class Received:
 @dataclass
 class Receiver:
     """A minimal HTTP/1.1 server: records each request, verifies its signature, answers with
-    ``status``/``headers``/``body``, or never answers when ``hang`` is set."""
+    ``status``/``headers``/``body``, never answers when ``hang`` is set, or closes the
+    connection without a word when ``drop`` is."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     hang: bool = False
+    drop: bool = False
     received: list[Received] = field(default_factory=list)
     server_names: list[str | None] = field(default_factory=list)
     port: int = 0
@@ -101,6 +106,8 @@ class Receiver:
             if self.hang:
                 await self._release.wait()
                 return
+            if self.drop:
+                return
             head = [f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}"]
             head += [f"{k}: {v}" for k, v in self.headers.items()]
             head += [f"content-length: {len(self.body)}", "connection: close", "", ""]
@@ -113,13 +120,13 @@ class Receiver:
 
 
 class StaticSecrets:
-    def __init__(self, secret: str = SECRET) -> None:
-        self.secret = secret
-        self.asked: list[str] = []
+    def __init__(self, *secrets: str) -> None:
+        self.secrets = list(secrets or (SECRET,))
+        self.asked: list[tuple[str, datetime]] = []
 
-    async def secret_for(self, notification: Notification) -> str:
-        self.asked.append(notification.tenant_id)
-        return self.secret
+    async def secrets_for(self, notification: Notification, now: datetime) -> list[str]:
+        self.asked.append((notification.tenant_id, now))
+        return self.secrets
 
 
 def fixed_resolver(
@@ -205,7 +212,10 @@ async def test_delivers_a_signed_payload_that_the_reference_library_verifies(
     result = await sender(client, secrets=secrets).send(notification)
 
     assert result == DeliveryResult(provider="webhook", provider_message_id="rcv-123")
-    assert secrets.asked == ["tenant-a"]
+    [(tenant, asked_at)] = secrets.asked
+    assert tenant == "tenant-a"
+    # The secrets asked for are those in force when the signature's timestamp was taken.
+    assert int(asked_at.timestamp()) == int(got_timestamp(receiver))
     [got] = receiver.received
     assert got.verify_error == ""
     assert got.target == "/hooks/notify?src=n"
@@ -282,8 +292,11 @@ async def test_any_2xx_is_accepted_with_the_receivers_message_id(
 async def test_500_is_transient(receiver: Receiver, client: httpx.AsyncClient) -> None:
     receiver.status, receiver.body = 500, b"database exploded"
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    # Not PROVIDER_DOWN: there is no other provider for a tenant's endpoint, and an
+    # application's 500 does not prove it did nothing with the payload.
     assert failed.error_class is ErrorClass.TRANSIENT
     assert failed.retry_after is None
+    assert failed.rejection is None
     assert "500" in failed.message
     assert "database exploded" in failed.message
 
@@ -324,6 +337,8 @@ async def test_410_is_permanent_and_says_the_endpoint_is_gone(
     receiver.status = 410
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
     assert failed.error_class is ErrorClass.PERMANENT
+    # What makes the recipient's record stop using the endpoint.
+    assert failed.rejection is AddressRejection.GONE
     assert "gone" in failed.message.lower()
 
 
@@ -332,8 +347,10 @@ async def test_other_4xx_is_permanent(
     receiver: Receiver, client: httpx.AsyncClient, status: int
 ) -> None:
     receiver.status, receiver.body = status, b'{"error": "bad payload"}'
-    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    webhooks = sender(client)
+    failed = await failure(webhooks, make_notification(f"http://127.0.0.1:{receiver.port}/"))
     assert failed.error_class is ErrorClass.PERMANENT
+    assert failed.rejection is None, "only 410 says the endpoint is gone"
     assert str(status) in failed.message
     assert "bad payload" in failed.message
 
@@ -352,7 +369,7 @@ async def test_a_redirect_is_permanent_and_not_followed(
 # -- transport failures -----------------------------------------------------------------------
 
 
-async def test_a_receiver_that_never_answers_is_transient_within_the_timeout(
+async def test_a_receiver_that_never_answers_may_have_accepted_within_the_timeout(
     receiver: Receiver, client: httpx.AsyncClient
 ) -> None:
     receiver.hang = True
@@ -360,16 +377,46 @@ async def test_a_receiver_that_never_answers_is_transient_within_the_timeout(
     failed = await failure(
         sender(client, timeout=0.5), make_notification(f"http://127.0.0.1:{receiver.port}/")
     )
-    assert failed.error_class is ErrorClass.TRANSIENT
+    assert failed.error_class is ErrorClass.MAYBE_ACCEPTED
     assert time.monotonic() - started < 2.0
     # The request did arrive: the retry will carry the same id so the receiver can dedupe.
     assert len(receiver.received) == 1
 
 
-async def test_connection_refused_is_transient(client: httpx.AsyncClient) -> None:
+async def test_a_connection_dropped_after_the_request_may_have_accepted(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    receiver.drop = True
+    failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.MAYBE_ACCEPTED
+    assert len(receiver.received) == 1
+
+
+async def test_connection_refused_is_provider_down(client: httpx.AsyncClient) -> None:
     port = free_port()
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{port}/"))
-    assert failed.error_class is ErrorClass.TRANSIENT
+    assert failed.error_class is ErrorClass.PROVIDER_DOWN
+    assert f"127.0.0.1:{port}" in failed.message
+
+
+async def test_a_deadline_passing_before_the_request_left_is_provider_down(
+    client: httpx.AsyncClient,
+) -> None:
+    # A TCP listener that never speaks TLS: the handshake hangs, so no byte of the request
+    # can have left when the deadline passes.
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        resolver = fixed_resolver({"silent.test": ["127.0.0.1"]})
+        started = time.monotonic()
+        failed = await failure(
+            sender(client, resolver=resolver, timeout=0.5),
+            make_notification(f"https://silent.test:{port}/"),
+        )
+    finally:
+        silent.close()
+    assert failed.error_class is ErrorClass.PROVIDER_DOWN
+    assert time.monotonic() - started < 2.0
 
 
 async def test_an_unresolvable_host_is_transient(client: httpx.AsyncClient) -> None:
@@ -384,6 +431,52 @@ async def test_an_unusable_secret_is_permanent(
 ) -> None:
     webhooks = sender(client, secrets=StaticSecrets("whsec_***"))
     failed = await failure(webhooks, make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert failed.error_class is ErrorClass.PERMANENT
+    assert receiver.received == []
+
+
+async def test_a_custom_provider_name_is_what_failures_and_results_carry(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    webhooks = WebhookSender(
+        client, StaticSecrets(), SsrfGuard(allow_private=True), provider_name="webhook-eu"
+    )
+    assert (webhooks.name, webhooks.channel) == ("webhook-eu", Channel.WEBHOOK)
+    assert WebhookSender.name == "webhook"
+    result = await webhooks.send(make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert result.provider == "webhook-eu"
+    receiver.status = 400
+    with pytest.raises(DeliveryFailed) as caught:
+        await webhooks.send(make_notification(f"http://127.0.0.1:{receiver.port}/"))
+    assert caught.value.provider == "webhook-eu"
+
+
+# -- secret rotation: two signatures ----------------------------------------------------------
+
+
+async def test_two_secrets_make_two_signatures_each_verifiable_alone(
+    receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    notification = make_notification(f"http://127.0.0.1:{receiver.port}/")
+    await sender(client, secrets=StaticSecrets(SECRET, OLD_SECRET)).send(notification)
+
+    [got] = receiver.received
+    signatures = got.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2
+    assert all(s.startswith("v1,") for s in signatures)
+    # A receiver that has switched to the new secret and one still on the old both verify.
+    assert Webhook(SECRET).verify(got.body, got.headers)["data"]["id"] == notification.id
+    assert Webhook(OLD_SECRET).verify(got.body, got.headers)["data"]["id"] == notification.id
+    with pytest.raises(Exception, match=r"(?i)signature"):
+        Webhook(OTHER_SECRET).verify(got.body, got.headers)
+
+
+async def test_no_secret_at_all_is_permanent(receiver: Receiver, client: httpx.AsyncClient) -> None:
+    secrets = StaticSecrets()
+    secrets.secrets = []
+    failed = await failure(
+        sender(client, secrets=secrets), make_notification(f"http://127.0.0.1:{receiver.port}/")
+    )
     assert failed.error_class is ErrorClass.PERMANENT
     assert receiver.received == []
 
@@ -562,7 +655,8 @@ async def test_https_rejects_a_certificate_for_another_name(
             sender(tls_client, resolver=resolver),
             make_notification(f"https://impostor.test:{tls_receiver.port}/in"),
         )
-    assert failed.error_class is ErrorClass.TRANSIENT
+    # The handshake failed, so the request never left: nothing can have been accepted.
+    assert failed.error_class is ErrorClass.PROVIDER_DOWN
     assert tls_receiver.server_names == ["impostor.test"]
     assert tls_receiver.received == []
 
@@ -586,6 +680,10 @@ def test_the_body_is_compact_sorted_json() -> None:
     assert body == json.dumps(json.loads(body), separators=(",", ":"), sort_keys=True).encode(
         "ascii"
     )
+
+
+def got_timestamp(receiver: Receiver) -> str:
+    return receiver.received[0].headers["webhook-timestamp"]
 
 
 def free_port() -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -146,12 +146,39 @@ class ApiKeyRepository(Protocol):
 class Tenant:
     tenant_id: str
     webhook_secret: str
+    # After a rotation the old secret keeps signing, as a second signature, until this time:
+    # receivers switch to the new one without a window in which deliveries fail to verify.
+    previous_webhook_secret: str = ""
+    previous_secret_expires_at: datetime | None = None
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign a webhook sent at ``now``: the current one first."""
+        until = self.previous_secret_expires_at
+        if self.previous_webhook_secret and until is not None and now < until:
+            return [self.webhook_secret, self.previous_webhook_secret]
+        return [self.webhook_secret]
+
+    def with_rotated_secret(self, secret: str, now: datetime, overlap: timedelta) -> Tenant:
+        """``secret`` becomes current; the current one signs too for ``overlap`` (zero drops it
+        at once, as after a leak). A previous secret still in force is dropped."""
+        return replace(
+            self,
+            webhook_secret=secret,
+            previous_webhook_secret=self.webhook_secret,
+            previous_secret_expires_at=now + overlap,
+        )
 
 
 class TenantRepository(Protocol):
-    async def get(self, tenant_id: str) -> Tenant | None: ...
+    async def get(self, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
+        """``for_update`` locks the row until the transaction ends (rotations take turns)."""
+        ...
 
     async def add(self, tenant: Tenant, now: datetime) -> None: ...
+
+    async def save_secrets(self, tenant: Tenant) -> None:
+        """Write the tenant's current and previous webhook secrets."""
+        ...
 
 
 class TemplateRepository(Protocol):
@@ -280,6 +307,11 @@ class InboxEventRepository(Protocol):
 
     async def head(self, tenant_id: str, user_id: str) -> tuple[int, int]:
         """(the last seq, the oldest seq still kept); (0, 0) for a user with no events."""
+        ...
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` events created before ``before``, of every user, and say how
+        many. Each user's latest event is kept, so ``head`` still knows where the log stands."""
         ...
 
 

@@ -1,10 +1,11 @@
-"""Operator verbs behind the CLI: API keys (and their tenants) and templates."""
+"""Operator verbs behind the CLI: API keys (and their tenants), webhook secrets, templates."""
 
 from __future__ import annotations
 
 import base64
 import secrets
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from application.errors import AlreadyExists
 from application.ports.clock import Clock, IdGenerator
@@ -17,7 +18,7 @@ from application.use_cases.templates import (
     TemplateWithVersion,
     UpdateTemplate,
 )
-from domain.errors import ValidationFailed
+from domain.errors import NotFound, ValidationFailed
 from domain.names import check_name
 
 
@@ -62,6 +63,32 @@ class CreateApiKey:
             await uow.api_keys.add(record, hash_api_key(key), now)
             await uow.commit()
         return IssuedKey(key, record.key_id, tenant_id, service, tenant.webhook_secret)
+
+
+class RotateWebhookSecret:
+    """A new signing secret for a tenant's webhooks. The old one keeps signing, as a second
+    signature, for the overlap, so receivers can switch to the new one at their own pace."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, overlap: timedelta) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._overlap = overlap
+
+    async def execute(self, tenant_id: str, overlap: timedelta | None = None) -> Tenant:
+        """``overlap`` None: the configured one. Zero stops the old secret at once (a leak)."""
+        check_name("tenant", tenant_id)
+        overlap = self._overlap if overlap is None else overlap
+        if overlap < timedelta(0):
+            raise ValidationFailed.single("overlap", "must not be negative")
+        now = self._clock.now()
+        async with self._uow() as uow:
+            tenant = await uow.tenants.get(tenant_id, for_update=True)
+            if tenant is None:
+                raise NotFound("tenant", tenant_id)
+            rotated = tenant.with_rotated_secret(new_webhook_secret(), now, overlap)
+            await uow.tenants.save_secrets(rotated)
+            await uow.commit()
+        return rotated
 
 
 class PutTemplate:

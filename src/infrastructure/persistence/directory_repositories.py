@@ -17,13 +17,19 @@ class SqlTenantRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
 
-    async def get(self, tenant_id: str) -> Tenant | None:
-        row = (
-            (await self._conn.execute(sa.select(tenants).where(tenants.c.tenant_id == tenant_id)))
-            .mappings()
-            .first()
+    async def get(self, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
+        query = sa.select(tenants).where(tenants.c.tenant_id == tenant_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return Tenant(
+            row["tenant_id"],
+            row["webhook_secret"],
+            previous_webhook_secret=row["previous_webhook_secret"] or "",
+            previous_secret_expires_at=row["previous_secret_expires_at"],
         )
-        return Tenant(row["tenant_id"], row["webhook_secret"]) if row else None
 
     async def add(self, tenant: Tenant, now: datetime) -> None:
         await self._conn.execute(
@@ -32,6 +38,17 @@ class SqlTenantRepository:
                 tenant_id=tenant.tenant_id, webhook_secret=tenant.webhook_secret, created_at=now
             )
             .on_conflict_do_nothing()
+        )
+
+    async def save_secrets(self, tenant: Tenant) -> None:
+        await self._conn.execute(
+            sa.update(tenants)
+            .where(tenants.c.tenant_id == tenant.tenant_id)
+            .values(
+                webhook_secret=tenant.webhook_secret,
+                previous_webhook_secret=tenant.previous_webhook_secret or None,
+                previous_secret_expires_at=tenant.previous_secret_expires_at,
+            )
         )
 
 

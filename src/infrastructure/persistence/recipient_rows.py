@@ -51,13 +51,26 @@ def _device_from_json(d: Mapping[str, Any]) -> PushDevice:
 def _webhook_to_json(w: WebhookEndpoint | None) -> dict[str, Any] | None:
     if w is None:
         return None
-    return {"url": w.url, "secret": w.secret, "disabled_at": _iso(w.disabled_at)}
+    return {
+        "url": w.url,
+        "secret": w.secret,
+        "disabled_at": _iso(w.disabled_at),
+        "previous_secret": w.previous_secret,
+        "previous_secret_expires_at": _iso(w.previous_secret_expires_at),
+    }
 
 
 def _webhook_from_json(w: Mapping[str, Any] | None) -> WebhookEndpoint | None:
     if w is None:
         return None
-    return WebhookEndpoint(w["url"], w["secret"], _at(w["disabled_at"]))
+    # Rows written before endpoint secrets could rotate have no previous secret.
+    return WebhookEndpoint(
+        w["url"],
+        w["secret"],
+        _at(w["disabled_at"]),
+        previous_secret=w.get("previous_secret", ""),
+        previous_secret_expires_at=_at(w.get("previous_secret_expires_at")),
+    )
 
 
 def preferences_to_json(p: Preferences) -> dict[str, Any]:

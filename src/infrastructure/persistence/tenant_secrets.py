@@ -1,12 +1,14 @@
 """Webhook signing secrets, read from Postgres and cached briefly: a recipient endpoint's own
-secret for a notification sent to that endpoint, the tenant's for every other one."""
+secrets for a notification sent to that endpoint, the tenant's for every other one. During a
+rotation's overlap the replaced secret signs too."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 
-from application.ports.repositories import UnitOfWorkFactory
+from application.ports.repositories import Tenant, UnitOfWorkFactory
 from application.ttl_cache import TtlCache
 from domain.errors import NotFound
 from domain.notification import Notification
@@ -19,6 +21,9 @@ MAX_CACHED_TENANTS = 10_000
 
 
 class TenantWebhookSecrets:
+    """A rotation reaches a worker within ``ttl_seconds``; until then the worker signs with the
+    old secret alone, which receivers still accept during the overlap."""
+
     def __init__(
         self,
         uow: UnitOfWorkFactory,
@@ -26,31 +31,45 @@ class TenantWebhookSecrets:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._uow = uow
-        self._tenants: TtlCache[str, str] = TtlCache(ttl_seconds, MAX_CACHED_TENANTS, monotonic)
+        # Whole records are cached, not secret lists: when the previous secret stops signing
+        # is decided at each send, not when the entry was loaded.
+        self._tenants: TtlCache[str, Tenant] = TtlCache(ttl_seconds, MAX_CACHED_TENANTS, monotonic)
         # Absence is cached too: most webhooks go to tenants' own URLs, not recipients'.
         self._endpoints: TtlCache[tuple[str, str], WebhookEndpoint | None] = TtlCache(
             ttl_seconds, MAX_CACHED_ENDPOINTS, monotonic
         )
 
-    async def secret_for(self, notification: Notification) -> str:
+    async def secrets_for(self, notification: Notification, now: datetime) -> list[str]:
         address = notification.address
         if address is not None and address.kind == "webhook_url" and address.value:
             endpoint = await self._endpoint(notification.tenant_id, notification.user_id)
-            # Only the recipient's own URL gets its secret: a notification addressed
+            # Only the recipient's own URL gets its secrets: a notification addressed
             # explicitly elsewhere must not be signed with a key that URL's owner never had.
-            if endpoint is not None and endpoint.secret and endpoint.url == address.value:
-                return endpoint.secret
-        return await self.tenant_secret(notification.tenant_id)
+            if endpoint is not None and endpoint.url == address.value:
+                return await self._endpoint_secrets(notification.tenant_id, endpoint, now)
+        return (await self.tenant(notification.tenant_id)).signing_secrets(now)
 
-    async def tenant_secret(self, tenant_id: str) -> str:
+    async def tenant(self, tenant_id: str) -> Tenant:
         return await self._tenants.get_or_load(tenant_id, lambda: self._load_tenant(tenant_id))
 
-    async def _load_tenant(self, tenant_id: str) -> str:
+    async def _endpoint_secrets(
+        self, tenant_id: str, endpoint: WebhookEndpoint, now: datetime
+    ) -> list[str]:
+        found: list[str] = []
+        # '' stands for the tenant's secrets, current one first.
+        for signer in (endpoint.secret, endpoint.previous_signer(now)):
+            if signer is None:
+                continue
+            secrets = [signer] if signer else (await self.tenant(tenant_id)).signing_secrets(now)
+            found += [s for s in secrets if s not in found]
+        return found
+
+    async def _load_tenant(self, tenant_id: str) -> Tenant:
         async with self._uow() as uow:
             tenant = await uow.tenants.get(tenant_id)
         if tenant is None:
             raise NotFound("tenant", tenant_id)
-        return tenant.webhook_secret
+        return tenant
 
     async def _endpoint(self, tenant_id: str, user_id: str) -> WebhookEndpoint | None:
         return await self._endpoints.get_or_load(

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from application.ports.sender import DeliveryFailed
-from domain.notification import Channel, DeliveryResult, ErrorClass, Notification
-from infrastructure.senders.http_failures import parse_retry_after
+from domain.notification import AddressRejection, Channel, DeliveryResult, ErrorClass, Notification
+from infrastructure.senders.http_failures import retry_after_of, transport_failure
 from infrastructure.senders.ssrf import HostUnresolvable, IPAddress, SsrfGuard, SsrfRefused
 from infrastructure.senders.standard_webhooks import webhook_headers
 
@@ -30,8 +30,9 @@ _MISDIRECTED = 421
 
 
 class WebhookSecrets(Protocol):
-    async def secret_for(self, notification: Notification) -> str:
-        """The Standard Webhooks signing secret (``whsec_<base64>``) for this notification: its
+    async def secrets_for(self, notification: Notification, now: datetime) -> list[str]:
+        """The Standard Webhooks signing secrets (``whsec_<base64>``) for this notification sent
+        at ``now``, current first, then any replaced one whose overlap has not ended: its
         recipient endpoint's own when it goes to that endpoint and one is set, else the
         tenant's."""
         ...
@@ -62,7 +63,25 @@ def webhook_body(notification: Notification) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("ascii")
 
 
+@dataclass
+class _Progress:
+    """How far one delivery got, which decides what a failure means: nothing can have been
+    accepted before the request started to go out."""
+
+    resolved: bool = False
+    request_sent: bool = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        # httpcore's trace hook: "http11.send_request_headers.started" or the http2 one.
+        if event.endswith("send_request_headers.started"):
+            self.request_sent = True
+
+
 class WebhookSender:
+    """The one provider of the WEBHOOK channel. Its target is each tenant's own receiver, so a
+    failure says nothing about other tenants' receivers: it is not for a circuit breaker."""
+
+    name = "webhook"
     channel = Channel.WEBHOOK
 
     def __init__(
@@ -78,7 +97,7 @@ class WebhookSender:
         self._secrets = secrets
         self._guard = guard
         self._timeout = timeout
-        self._provider = provider_name
+        self.name = provider_name
 
     async def send(self, notification: Notification) -> DeliveryResult:
         address = notification.address
@@ -89,11 +108,12 @@ class WebhookSender:
         except httpx.InvalidURL as exc:
             raise self._failed(ErrorClass.PERMANENT, f"invalid webhook URL: {exc}") from exc
         body = webhook_body(notification)
-        secret = await self._secrets.secret_for(notification)
+        now = datetime.now(UTC)
+        secrets = await self._secrets.secrets_for(notification, now)
         try:
             # The id is the notification's, so a receiver that got an attempt whose response was
             # lost can recognise the retry as a duplicate.
-            signed = webhook_headers(notification.id, int(time.time()), body, secret)
+            signed = webhook_headers(notification.id, int(now.timestamp()), body, secrets)
         except ValueError as exc:
             raise self._failed(
                 ErrorClass.PERMANENT,
@@ -101,36 +121,53 @@ class WebhookSender:
             ) from exc
         headers = {"content-type": "application/json", **signed}
 
+        progress = _Progress()
         try:
             # One deadline over resolution, connection and the response headers: the per-phase
             # httpx timeouts alone would let a server that trickles bytes hold the worker.
             async with asyncio.timeout(self._timeout):
                 addresses = await self._guard.resolve(url.raw_host.decode("ascii"), _port(url))
-                response = await self._post(url, addresses, headers, body)
+                progress.resolved = True
+                response = await self._post(url, addresses, headers, body, progress)
         except SsrfRefused as exc:
             raise self._failed(ErrorClass.PERMANENT, str(exc)) from exc
         except HostUnresolvable as exc:
             # DNS failures are often passing; a name that stays unresolvable runs out of attempts.
             raise self._failed(ErrorClass.TRANSIENT, str(exc)) from exc
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            # A timeout after the request went out may hide an acceptance. Retrying the same URL
-            # with the same webhook-id is the safe choice: the receiver can drop the duplicate.
-            raise self._failed(
-                ErrorClass.TRANSIENT, f"no response from {_origin(url)} within {self._timeout}s"
-            ) from exc
-        except httpx.TransportError as exc:
-            reason = str(exc) or "connection failed"
-            raise self._failed(
-                ErrorClass.TRANSIENT, f"{type(exc).__name__} talking to {_origin(url)}: {reason}"
-            ) from exc
+        except (TimeoutError, httpx.TransportError) as exc:
+            raise self._transport_failure(exc, url, progress) from exc
 
         try:
             return await self._outcome(response)
         finally:
             await response.aclose()
 
+    def _transport_failure(
+        self, exc: Exception, url: httpx.URL, progress: _Progress
+    ) -> DeliveryFailed:
+        if not progress.resolved:
+            return self._failed(
+                ErrorClass.TRANSIENT, f"resolving {_origin(url)} took over {self._timeout}s"
+            )
+        if not progress.request_sent:
+            # Refused, unreachable, a failed TLS handshake or the deadline passing before a byte
+            # of the request left: the receiver cannot have seen it.
+            reason = str(exc) or f"no connection within {self._timeout}s"
+            return self._failed(
+                ErrorClass.PROVIDER_DOWN,
+                f"cannot connect to {_origin(url)}: {type(exc).__name__} {reason}",
+            )
+        # The request went out and no answer came: the receiver may have taken it. The retry
+        # goes to the same URL with the same webhook-id, so the receiver can drop a duplicate.
+        return transport_failure(exc, self.name, _origin(url), self._timeout)
+
     async def _post(
-        self, url: httpx.URL, addresses: list[IPAddress], headers: dict[str, str], body: bytes
+        self,
+        url: httpx.URL,
+        addresses: list[IPAddress],
+        headers: dict[str, str],
+        body: bytes,
+        progress: _Progress,
     ) -> httpx.Response:
         """POST to the checked addresses themselves, never to the name, which could resolve
         differently a moment later (DNS rebinding)."""
@@ -138,7 +175,10 @@ class WebhookSender:
         # Host keeps the name (virtual hosting); SNI keeps it too, and certificate verification
         # checks the certificate against it rather than against the IP.
         headers = {**headers, "host": url.netloc.decode("ascii")}
-        extensions: dict[str, object] = {"timeout": httpx.Timeout(self._timeout).as_dict()}
+        extensions: dict[str, object] = {
+            "timeout": httpx.Timeout(self._timeout).as_dict(),
+            "trace": progress.trace,
+        }
         if url.scheme == "https" and not _is_ip_literal(host):
             extensions["sni_hostname"] = host
             # The pool keys connections by IP, not by name: a kept-alive TLS connection verified
@@ -171,9 +211,7 @@ class WebhookSender:
     async def _outcome(self, response: httpx.Response) -> DeliveryResult:
         status = response.status_code
         if 200 <= status < 300:
-            return DeliveryResult(
-                provider=self._provider, provider_message_id=_message_id(response)
-            )
+            return DeliveryResult(provider=self.name, provider_message_id=_message_id(response))
         if 300 <= status < 400:
             # Following would send the signed payload to a target the guard never checked.
             location = response.headers.get("location", "(no Location header)")
@@ -183,25 +221,31 @@ class WebhookSender:
             )
         detail = await _snippet(response)
         if status == 410:
+            # The recipient's record stops using the endpoint (see AddressRejection.GONE).
             raise self._failed(
                 ErrorClass.PERMANENT,
                 f"HTTP 410 Gone: the webhook endpoint no longer exists{detail}",
+                rejection=AddressRejection.GONE,
             )
+        # 5xx stays TRANSIENT rather than PROVIDER_DOWN: there is no other provider to fail
+        # over to, and an application server's 500 does not prove it did nothing with the
+        # payload.
         if status in _TRANSIENT_STATUSES or status == _MISDIRECTED or status >= 500:
             raise self._failed(
-                ErrorClass.TRANSIENT,
-                f"HTTP {status}{detail}",
-                retry_after=parse_retry_after(
-                    response.headers.get("retry-after"), datetime.now(UTC)
-                ),
+                ErrorClass.TRANSIENT, f"HTTP {status}{detail}", retry_after=retry_after_of(response)
             )
         raise self._failed(ErrorClass.PERMANENT, f"HTTP {status}{detail}")
 
     def _failed(
-        self, error_class: ErrorClass, message: str, *, retry_after: timedelta | None = None
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        retry_after: timedelta | None = None,
+        rejection: AddressRejection | None = None,
     ) -> DeliveryFailed:
         return DeliveryFailed(
-            error_class, message, provider=self._provider, retry_after=retry_after
+            error_class, message, provider=self.name, retry_after=retry_after, rejection=rejection
         )
 
 

@@ -1,4 +1,4 @@
-"""`notifyd`: dev (everything embedded), serve, worker, migrate, keys, templates."""
+"""`notifyd`: dev (everything embedded), serve, worker, migrate, keys, secrets, templates."""
 
 from __future__ import annotations
 
@@ -96,6 +96,26 @@ async def cmd_keys_create(settings: Settings, tenant: str, service: str) -> None
     _say(f"service:        {issued.service}")
     _say(f"webhook secret: {issued.webhook_secret}")
     _say("The key is shown once; notifyd stores only its hash.")
+
+
+async def cmd_secrets_rotate(settings: Settings, tenant: str, overlap_hours: float | None) -> None:
+    from datetime import timedelta
+
+    from application.use_cases.administration import RotateWebhookSecret
+
+    settings.require_servers()
+    hours = settings.webhook_secret_overlap_hours if overlap_hours is None else overlap_hours
+    async with _running(settings) as container:
+        rotate = RotateWebhookSecret(container.uow(), container.clock(), timedelta(hours=hours))
+        rotated = await rotate.execute(tenant)
+    until = rotated.previous_secret_expires_at
+    _say(f"tenant:                 {rotated.tenant_id}")
+    _say(f"webhook secret:         {rotated.webhook_secret}")
+    _say(f"previous secret until:  {until.isoformat() if until else '-'}")
+    _say(
+        "Webhooks carry a signature by each secret until then; running workers pick the new "
+        "secret up within a minute."
+    )
 
 
 def _template_draft(name: str, path: str) -> TemplateDraft:
@@ -243,6 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="issue an API key for a tenant's calling service")
     create.add_argument("--tenant", required=True)
     create.add_argument("--service", required=True)
+    secrets = sub.add_parser("secrets", help="webhook signing secrets").add_subparsers(
+        dest="secrets_command", required=True
+    )
+    rotate = secrets.add_parser(
+        "rotate",
+        help="give a tenant a new webhook signing secret",
+        description="The new secret signs every webhook from now on; the old one signs too "
+        "(a second webhook-signature entry) until the overlap ends, so receivers can switch.",
+    )
+    rotate.add_argument("--tenant", required=True)
+    rotate.add_argument(
+        "--overlap-hours",
+        type=float,
+        default=None,
+        help="how long the old secret keeps signing (default NOTIFYD_WEBHOOK_SECRET_OVERLAP_HOURS"
+        " or 24; 0 stops it at once, e.g. after a leak)",
+    )
     templates = sub.add_parser("templates", help="templates").add_subparsers(
         dest="templates_command", required=True
     )
@@ -273,6 +310,8 @@ def _dispatch(
         return lambda: cmd_migrate(settings)
     if args.command == "keys":
         return lambda: cmd_keys_create(settings, args.tenant, args.service)
+    if args.command == "secrets":
+        return lambda: cmd_secrets_rotate(settings, args.tenant, args.overlap_hours)
     return lambda: cmd_templates_put(settings, args)
 
 

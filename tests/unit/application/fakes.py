@@ -38,7 +38,7 @@ from application.ports.repositories import (
     TenantRepository,
 )
 from application.ports.scheduler import Claim, QueueItem
-from application.ports.sender import DeliveryFailed
+from application.ports.sender import Delivered, DeliveryFailed
 from application.use_cases.preparation import NotificationPreparer
 from domain.bulk_job import BulkJob
 from domain.errors import FieldViolation, NotFound, ValidationFailed
@@ -408,11 +408,15 @@ class FakeTenantRepository(_OverlayBacked[str, Tenant]):
     def __init__(self, db: FakeDatabase) -> None:
         self._rows = _Overlay(db.tenants)
 
-    async def get(self, tenant_id: str) -> Tenant | None:
+    async def get(self, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
         return self._rows.get(tenant_id)
 
     async def add(self, tenant: Tenant, now: datetime) -> None:
         if tenant.tenant_id not in self._rows:
+            self._rows.put(tenant.tenant_id, tenant)
+
+    async def save_secrets(self, tenant: Tenant) -> None:
+        if tenant.tenant_id in self._rows:
             self._rows.put(tenant.tenant_id, tenant)
 
 
@@ -562,6 +566,20 @@ class FakeInboxEventRepository(_OverlayBacked[tuple[str, str], list[InboxEvent]]
     async def head(self, tenant_id: str, user_id: str) -> tuple[int, int]:
         events = self._rows.get((tenant_id, user_id)) or []
         return (events[-1].seq, events[0].seq) if events else (0, 0)
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        pruned = 0
+        for key in self._rows.visible_keys():
+            events = self._rows.get(key) or []
+            kept = []
+            for i, event in enumerate(events):
+                if i < len(events) - 1 and event.created_at < before and pruned < limit:
+                    pruned += 1
+                else:
+                    kept.append(event)
+            if len(kept) != len(events):
+                self._rows.put(key, kept)
+        return pruned
 
 
 class FakeUnitOfWork:
@@ -734,7 +752,7 @@ class FakeScheduler:
 
 # -- senders and templates -------------------------------------------------------------------
 
-Outcome = DeliveryResult | BaseException
+Outcome = DeliveryResult | Delivered | BaseException
 
 
 class FakeSender:
@@ -751,14 +769,14 @@ class FakeSender:
         self._on_send = on_send
         self.sent: list[Notification] = []
 
-    async def send(self, notification: Notification) -> DeliveryResult:
+    async def send(self, notification: Notification) -> Delivered:
         self.sent.append(copy.deepcopy(notification))
         if self._on_send is not None:
             self._on_send(notification)
         outcome = self._outcomes.pop(0) if len(self._outcomes) > 1 else self._outcomes[0]
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome
+        return outcome if isinstance(outcome, Delivered) else Delivered(outcome)
 
 
 def failure(
