@@ -35,6 +35,9 @@ APP_TABLES = {
     "request_aliases",
     "bulk_jobs",
     "notifications",
+    "address_suppressions",
+    "inbox_heads",
+    "inbox_events",
 }
 
 
