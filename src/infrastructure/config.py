@@ -106,7 +106,10 @@ class Settings:
     rate_limits: str = ""
     # A rotated webhook secret keeps signing (as a second signature) this long.
     webhook_secret_overlap_hours: float = 24.0
-    # Dev mode: where sandbox peers write what they received (`notifyd sandbox` reads it).
+    # Start sandbox peers for every channel in this process and point the providers at them
+    # (`notifyd dev` does by default); they journal what they receive in sandbox_dir, which
+    # `notifyd sandbox` prints. For development and tests only.
+    sandbox: bool = False
     sandbox_dir: str = ""
 
     @classmethod
@@ -168,6 +171,12 @@ class Settings:
             )
         if self.breaker_failures < 1:
             raise ConfigError("NOTIFYD_BREAKER_FAILURES must be at least 1")
+        if self.breaker_cooldown_seconds <= self.provider_timeout_seconds:
+            # The half-open probe's lease is the cool-down: a probe still waiting for its
+            # answer must not lose it and let a second probe out.
+            raise ConfigError(
+                "NOTIFYD_BREAKER_COOLDOWN_SECONDS must exceed NOTIFYD_PROVIDER_TIMEOUT_SECONDS"
+            )
         if self.lease_seconds <= max(self.webhook_timeout_seconds, self.provider_timeout_seconds):
             raise ConfigError(
                 "NOTIFYD_LEASE_SECONDS must exceed NOTIFYD_WEBHOOK_TIMEOUT_SECONDS and "

@@ -15,7 +15,8 @@ from application.use_cases.bulk_send import BulkSend
 from application.use_cases.categories import GetCategory, ListCategories, PutCategory
 from application.use_cases.dead_letters import ListDeadLetters, ReplayDeadLetters
 from application.use_cases.deliver_notification import DeliverNotification
-from application.use_cases.inbox import GetUnreadCount, MarkAsRead
+from application.use_cases.inbox import GetUnreadCount, MarkAsRead, PruneInboxEvents
+from application.use_cases.inbox_stream import StreamInbox
 from application.use_cases.manage_notification import CancelNotification, GetNotification
 from application.use_cases.policy_gate import PolicyGate
 from application.use_cases.preparation import NotificationPreparer
@@ -40,13 +41,14 @@ from application.use_cases.templates import (
 from domain.notification import Channel, RetryPolicy
 from infrastructure.clock import SystemClock, UuidV7Generator
 from infrastructure.config import Settings
+from infrastructure.inbox import RedisInboxNotifier
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
-from infrastructure.senders.in_app import InAppSender
 from infrastructure.templates import JinjaTemplateEngine, JinjaTemplateRenderer
+from interfaces.channel_senders import build_channel_senders
 from interfaces.grpc.category_servicer import CategoryServicer
 from interfaces.grpc.notification_servicer import NotificationServicer
 from interfaces.grpc.recipient_servicer import RecipientServicer
@@ -68,10 +70,6 @@ def http_client() -> httpx.AsyncClient:
         follow_redirects=False,
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
     )
-
-
-def _senders(webhook: WebhookSender, in_app: InAppSender) -> dict[Channel, object]:
-    return {Channel.WEBHOOK: webhook, Channel.IN_APP: in_app}
 
 
 def _retry_policies(settings: Settings) -> dict[Channel, RetryPolicy]:
@@ -116,14 +114,17 @@ class Container(containers.DeclarativeContainer):
         ssrf_guard,
         timeout=settings.provided.webhook_timeout_seconds,
     )
-    in_app_sender = providers.Singleton(InAppSender)
-    senders = providers.Singleton(_senders, webhook_sender, in_app_sender)
+    channel_senders = providers.Singleton(
+        build_channel_senders, settings, webhook=webhook_sender, redis=redis, uow=uow, clock=clock
+    )
+    senders = channel_senders.provided.senders
     retry_policies = providers.Singleton(_retry_policies, settings)
     preparer = providers.Singleton(
         NotificationPreparer,
         renderer,
         ids,
-        providers.Callable(lambda s: frozenset(s), senders),
+        channel_senders.provided.channels,
+        ssrf_guard.provided.url_refusal,
     )
 
     policy_gate = providers.Singleton(
@@ -136,7 +137,11 @@ class Container(containers.DeclarativeContainer):
     bulk_send = providers.Singleton(BulkSend, uow, scheduler, preparer, clock, ids, policy_gate)
     get_notification = providers.Singleton(GetNotification, uow)
     cancel_notification = providers.Singleton(CancelNotification, uow, scheduler, clock)
-    mark_as_read = providers.Singleton(MarkAsRead, uow, clock)
+    inbox_notifier = providers.Singleton(
+        RedisInboxNotifier, redis, namespace=settings.provided.redis_namespace
+    )
+    mark_as_read = providers.Singleton(MarkAsRead, uow, clock, inbox_notifier)
+    stream_inbox = providers.Singleton(StreamInbox, uow, inbox_notifier)
     unread_count = providers.Singleton(GetUnreadCount, uow)
     authenticate = providers.Singleton(
         AuthenticateApiKey, uow, ttl_seconds=settings.provided.auth_cache_seconds
@@ -150,6 +155,7 @@ class Container(containers.DeclarativeContainer):
         clock,
         providers.Object(random.random),
         lease=providers.Factory(timedelta, seconds=settings.provided.lease_seconds),
+        inbox_notifier=inbox_notifier,
     )
     reconcile = providers.Singleton(
         ReconcileQueue,
@@ -175,6 +181,7 @@ class Container(containers.DeclarativeContainer):
         unread_count,
         list_dead_letters,
         replay_dead_letters,
+        stream_inbox,
     )
     recipient_servicer = providers.Singleton(
         RecipientServicer,
@@ -216,6 +223,7 @@ class Container(containers.DeclarativeContainer):
         deliver,
         reconcile,
         clock,
+        providers.Singleton(PruneInboxEvents, uow, clock),
         concurrency=settings.provided.worker_concurrency,
         lease=providers.Factory(timedelta, seconds=settings.provided.lease_seconds),
         poll_interval=settings.provided.poll_interval_seconds,
@@ -227,5 +235,7 @@ async def close_clients(container: Container) -> None:
     """Release the pooled connections. Building an unused client here costs nothing: none of
     them connects until first use."""
     await container.http().aclose()
+    await container.channel_senders().close()
+    await container.inbox_notifier().close()
     await container.redis().aclose()
     await container.engine().dispose()

@@ -58,6 +58,7 @@ def notifyd(
     e2e_servers: tuple[EmbeddedPostgres, EmbeddedRedis], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Notifyd]:
     pg, redis_server = e2e_servers
+    sandbox_dir = tmp_path_factory.mktemp("sandbox")
     env = {
         **os.environ,
         "NOTIFYD_DATABASE_URL": pg.sqlalchemy_url(),
@@ -69,17 +70,62 @@ def notifyd(
         "NOTIFYD_MAX_ATTEMPTS": "3",
         "NOTIFYD_WEBHOOK_TIMEOUT_SECONDS": "3",
         "NOTIFYD_POLL_INTERVAL_SECONDS": "0.02",
+        # A sandbox peer for every channel (SMTP, Twilio, Vonage, FCM, APNs, webhook sink).
+        "NOTIFYD_SANDBOX": "true",
+        "NOTIFYD_SANDBOX_DIR": str(sandbox_dir),
+        "NOTIFYD_PROVIDER_TIMEOUT_SECONDS": "3",
     }
+    server = _start(env, pg, tmp_path_factory, sandbox_dir)
+    server.callers["acme"] = server.issue_key("acme", "orders")
+    server.callers["globex"] = server.issue_key("globex", "billing")
+    template_file = tmp_path_factory.mktemp("templates") / "order_shipped.json"
+    template_file.write_text(json.dumps(ORDER_SHIPPED))
+    server.cli(
+        "templates", "put", "order_shipped", "--tenant", "acme", "--file", str(template_file)
+    )
+    yield server
+    _stop(server)
+
+
+@pytest.fixture(scope="session")
+def strict_notifyd(
+    e2e_servers: tuple[EmbeddedPostgres, EmbeddedRedis], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Notifyd]:
+    """A second API process configured as production runs: no sandbox (so only WEBHOOK and
+    IN_APP have providers) and private webhook targets refused. API only: a worker here would
+    take the main process's queue (and its reconciler would re-enqueue its notifications)."""
+    pg, redis_server = e2e_servers
+    env = {
+        **os.environ,
+        "NOTIFYD_DATABASE_URL": pg.sqlalchemy_url(),
+        "NOTIFYD_REDIS_URL": redis_server.url,
+    }
+    for name in ("NOTIFYD_SANDBOX", "NOTIFYD_ALLOW_PRIVATE_TARGETS", "NOTIFYD_SMTP_URLS"):
+        env.pop(name, None)
+    server = _start(env, pg, tmp_path_factory, None, command="serve")
+    server.callers["acme"] = server.issue_key("acme", "orders-strict")
+    yield server
+    _stop(server)
+
+
+def _start(
+    env: dict[str, str],
+    pg: EmbeddedPostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+    sandbox_dir: Path | None,
+    command: str = "run",
+) -> Notifyd:
     log_path = tmp_path_factory.mktemp("notifyd") / "notifyd.log"
     log = log_path.open("w")
     process = subprocess.Popen(
-        [*NOTIFYD, "run", "--listen", "127.0.0.1:0"],
+        [*NOTIFYD, command, "--listen", "127.0.0.1:0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
     )
     address = ""
+    sink_url = ""
     deadline = time.monotonic() + 30
     assert process.stdout is not None
     while time.monotonic() < deadline and not address:
@@ -89,28 +135,36 @@ def notifyd(
         match = re.search(r"listening on (\S+)", line)
         if match:
             address = match.group(1)
+        sink = re.search(r"^sandbox webhook\s+(https?://\S+)", line)
+        if sink:
+            sink_url = sink.group(1)
     if not address:
         process.kill()
         pytest.fail(f"notifyd did not start:\n{log_path.read_text()}")
     # Keep draining stdout so the process never blocks on a full pipe.
     threading.Thread(target=lambda: [None for _ in process.stdout or []], daemon=True).start()
-    server = Notifyd(address, env, pg.uri(), process, log_path)
-    server.callers["acme"] = server.issue_key("acme", "orders")
-    server.callers["globex"] = server.issue_key("globex", "billing")
-    template_file = tmp_path_factory.mktemp("templates") / "order_shipped.json"
-    template_file.write_text(json.dumps(ORDER_SHIPPED))
-    server.cli(
-        "templates", "put", "order_shipped", "--tenant", "acme", "--file", str(template_file)
+    return Notifyd(
+        address,
+        env,
+        pg.uri(),
+        process,
+        log_path,
+        sandbox_dir=sandbox_dir,
+        sink_url=sink_url,
+        log_file=log,
     )
-    yield server
-    process.terminate()
+
+
+def _stop(server: Notifyd) -> None:
+    server.process.terminate()
     try:
-        process.wait(15)
+        server.process.wait(15)
     except subprocess.TimeoutExpired:
-        process.kill()
+        server.process.kill()
         raise
     finally:
-        log.close()
+        if server.log_file is not None:
+            server.log_file.close()
 
 
 @pytest.fixture(scope="session")

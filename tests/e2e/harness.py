@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO, Any
 
 import psycopg
 
@@ -35,6 +37,18 @@ class Notifyd:
     process: subprocess.Popen[str]
     log_path: Path
     callers: dict[str, Caller] = field(default_factory=dict)
+    # The sandbox peers' journal directory, and where its webhook sink listens.
+    sandbox_dir: Path | None = None
+    sink_url: str = ""
+    log_file: IO[str] | None = None
+
+    def journal(self, peer: str) -> list[dict[str, Any]]:
+        """What the sandbox ``peer`` (smtp, twilio, vonage, fcm, apns, webhook) received."""
+        assert self.sandbox_dir is not None, "this notifyd runs without sandbox peers"
+        path = self.sandbox_dir / f"{peer}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(

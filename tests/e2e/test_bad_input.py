@@ -137,19 +137,20 @@ def test_reusing_a_request_id_for_another_request_is_already_exists(
     assert notifyd.count_rows("acme") == before
 
 
-def test_a_channel_without_provider_is_failed_precondition(
-    stub: svc_grpc.NotificationServiceStub, acme: Caller, notifyd: Notifyd
-) -> None:
-    before = notifyd.count_rows("acme")
-    error = _refused(
-        lambda: stub.SendNotification(
-            _valid(channel=pb.CHANNEL_EMAIL, address=pb.Address(email="ada@example.com")),
-            metadata=acme.metadata,
+def test_a_channel_without_provider_is_failed_precondition(strict_notifyd: Notifyd) -> None:
+    caller = strict_notifyd.callers["acme"]
+    before = strict_notifyd.count_rows("acme")
+    with grpc.insecure_channel(strict_notifyd.address) as ch:
+        stub = svc_grpc.NotificationServiceStub(ch)
+        error = _refused(
+            lambda: stub.SendNotification(
+                _valid(channel=pb.CHANNEL_EMAIL, address=pb.Address(email="ada@example.com")),
+                metadata=caller.metadata,
+            )
         )
-    )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(error) == "CHANNEL_NOT_CONFIGURED"
-    assert notifyd.count_rows("acme") == before
+    assert strict_notifyd.count_rows("acme") == before
 
 
 def test_bulk_send_over_1000_recipients_is_invalid_and_writes_nothing(

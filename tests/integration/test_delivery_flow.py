@@ -16,6 +16,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from application.failover import FailoverSender
 from application.ports.repositories import Tenant
 from application.ports.scheduler import Claim, QueueItem
 from application.principal import Principal
@@ -220,10 +221,16 @@ async def flow(
         await u.tenants.add(Tenant(TENANT, receiver.secret), clock.now())
         await u.commit()
     senders: dict[Channel, Any] = {
-        Channel.WEBHOOK: WebhookSender(
-            http, TenantWebhookSecrets(uow), SsrfGuard(allow_private=True), timeout=5.0
+        Channel.WEBHOOK: FailoverSender(
+            Channel.WEBHOOK,
+            [
+                WebhookSender(
+                    http, TenantWebhookSecrets(uow), SsrfGuard(allow_private=True), timeout=5.0
+                )
+            ],
+            clock=clock,
         ),
-        Channel.IN_APP: InAppSender(),
+        Channel.IN_APP: FailoverSender(Channel.IN_APP, [InAppSender()], clock=clock),
     }
     preparer = NotificationPreparer(
         JinjaTemplateRenderer(uow, JinjaTemplateEngine()), UuidV7Generator(), frozenset(senders)

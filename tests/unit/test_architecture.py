@@ -34,8 +34,13 @@ FRAMEWORKS = (
     "pydantic",
     "interfaces.grpc.gen",
 )
-# Inside interfaces/, only the composition root and the CLI may reach into infrastructure/.
-MAY_IMPORT_INFRASTRUCTURE = ("interfaces/container.py", "interfaces/cli/")
+# Inside interfaces/, only the composition root (the container and the channel senders it
+# builds from the settings) and the CLI may reach into infrastructure/.
+MAY_IMPORT_INFRASTRUCTURE = (
+    "interfaces/container.py",
+    "interfaces/channel_senders.py",
+    "interfaces/cli/",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +138,7 @@ def check_source(source: str, relpath: str) -> list[Offence]:
             and target == "infrastructure"
             and not relpath.startswith(MAY_IMPORT_INFRASTRUCTURE)
         ):
-            offend("only interfaces/container.py and interfaces/cli/ may import infrastructure")
+            offend(f"only {', '.join(MAY_IMPORT_INFRASTRUCTURE)} may import infrastructure")
     return offences
 
 

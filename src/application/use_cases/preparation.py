@@ -3,7 +3,7 @@ validation. The policy step (policy_gate.py) then decides whether and when it go
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -95,11 +95,18 @@ class NotificationPreparer:
     """Builds a checked send from a command; raises before anything is written."""
 
     def __init__(
-        self, renderer: TemplateRenderer, ids: IdGenerator, channels: Set[Channel]
+        self,
+        renderer: TemplateRenderer,
+        ids: IdGenerator,
+        channels: Set[Channel],
+        webhook_target_refusal: Callable[[str], str | None] = lambda url: None,
     ) -> None:
         self._renderer = renderer
         self._ids = ids
         self._channels = channels
+        # Says why a webhook URL may not be sent to (a private or loopback target), as far as
+        # the URL alone tells; the sender checks resolved addresses again.
+        self._webhook_target_refusal = webhook_target_refusal
 
     @property
     def channels(self) -> Set[Channel]:
@@ -127,6 +134,14 @@ class NotificationPreparer:
                 address = Address.parse(command.address.kind, command.address.value)
             except ValidationFailed as error:
                 violations.extend(error)
+            else:
+                refusal = (
+                    self._webhook_target_refusal(address.value)
+                    if address.kind == "webhook_url"
+                    else None
+                )
+                if refusal:
+                    violations.add("address.webhook_url", f"not an allowed target: {refusal}")
         rendered: Rendered | None = None
         content = command.content
         if command.template is not None:

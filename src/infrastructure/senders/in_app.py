@@ -6,6 +6,7 @@ from domain.notification import Channel, DeliveryResult, Notification
 
 
 class InAppSender:
+    name = "inbox"
     channel = Channel.IN_APP
 
     async def send(self, notification: Notification) -> DeliveryResult:

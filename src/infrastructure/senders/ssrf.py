@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -58,6 +59,18 @@ class SsrfGuard:
         if embedded is not None:
             return f"{address} leads to {embedded}, {label}"
         return f"{address} is {label}"
+
+    def url_refusal(self, url: str) -> str | None:
+        """What can be told from the URL alone, before any DNS lookup: an IP literal or a
+        loopback name this guard would refuse. Lets a send be refused when it is accepted;
+        names that resolve to forbidden addresses are still refused when sent."""
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+        literal = _ip_literal(host)
+        if literal is not None:
+            return self.refusal(literal)
+        if not self._allow_private and (host == "localhost" or host.endswith(".localhost")):
+            return f"{host} is a loopback name"
+        return None
 
     def _forbidden_kind(self, address: IPAddress) -> str | None:
         if address in METADATA_ADDRESSES:

@@ -70,10 +70,33 @@ async def _serve(container: Container, stop: asyncio.Event, *, api: bool, worker
     await asyncio.gather(*tasks)
 
 
+@contextlib.asynccontextmanager
+async def _with_sandbox(settings: Settings, default_dir: Path) -> AsyncIterator[Settings]:
+    """With NOTIFYD_SANDBOX on, start a sandbox peer for every channel in this process and
+    return the settings that point the providers at them."""
+    if not settings.sandbox:
+        yield settings
+        return
+    from dataclasses import replace
+
+    from infrastructure.sandbox.stack import sandbox_stack
+
+    directory = Path(settings.sandbox_dir) if settings.sandbox_dir else default_dir
+    async with sandbox_stack(directory.resolve()) as sandbox:
+        for peer, where in sandbox.peers.items():
+            _say(f"sandbox {peer:<8} {where}")
+        _say(f"sandbox webhook sink: send WEBHOOK notifications to {sandbox.webhook_url}/<path>")
+        _say(f"sandbox journal: {sandbox.journal_dir} (`notifyd sandbox` shows what arrived)")
+        yield replace(settings, **sandbox.overrides)
+
+
 async def cmd_serve(settings: Settings, api: bool, worker: bool) -> None:
     settings.require_servers()
     stop = _stop_event()
-    async with _running(settings) as container:
+    async with (
+        _with_sandbox(settings, Path("var/sandbox")) as settings,
+        _running(settings) as container,
+    ):
         await _serve(container, stop, api=api, worker=worker)
 
 
@@ -172,8 +195,12 @@ async def cmd_dev(settings: Settings, data_dir: Path) -> None:
             redis_url=redis_server.url,
             listen=os.environ.get("NOTIFYD_LISTEN", "127.0.0.1:50051"),
             allow_private_targets=True,
+            sandbox=os.environ.get("NOTIFYD_SANDBOX", "true").lower() not in ("0", "false", "no"),
         )
-        async with _running(dev) as container:
+        async with (
+            _with_sandbox(dev, data_dir / "sandbox") as dev,
+            _running(dev) as container,
+        ):
             key = os.environ.get("NOTIFYD_DEV_API_KEY") or _dev_key(data_dir)
             issued = await container.create_api_key().execute(DEV_TENANT, DEV_SERVICE, key)
             await _seed_templates(container)
@@ -185,6 +212,24 @@ async def cmd_dev(settings: Settings, data_dir: Path) -> None:
     finally:
         redis_server.stop()
         postgres.stop()
+
+
+def cmd_sandbox(settings: Settings, data_dir: Path, peer: str, limit: int) -> None:
+    """Print what the sandbox peers received, newest last, as one JSON object per line."""
+    import json
+
+    from infrastructure.sandbox.journal import read_journals
+
+    directory = Path(settings.sandbox_dir) if settings.sandbox_dir else data_dir / "sandbox"
+    journals = read_journals(directory) if directory.is_dir() else {}
+    entries = [
+        entry for name, found in journals.items() if not peer or name == peer for entry in found
+    ]
+    entries.sort(key=lambda e: str(e.get("at", "")))
+    if not entries:
+        _say(f"nothing received yet in {directory}")
+    for entry in entries[-limit:]:
+        _say(json.dumps(entry, sort_keys=True, default=str))
 
 
 def _dev_key(data_dir: Path) -> str:
@@ -257,6 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "worker":
             p.add_argument("--listen", help="host:port (default NOTIFYD_LISTEN or 0.0.0.0:50051)")
     sub.add_parser("migrate", help="apply database migrations")
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="show what the dev sandbox peers (SMTP, SMS, push, webhook) received",
+        description="Reads the journals the sandbox peers of `notifyd dev` (or NOTIFYD_SANDBOX) "
+        "write: one JSON object per message, oldest first.",
+    )
+    sandbox.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("NOTIFYD_DATA_DIR", "var"))
+    )
+    sandbox.add_argument(
+        "--peer",
+        default="",
+        choices=["", "smtp", "twilio", "vonage", "fcm", "apns", "webhook"],
+        help="only this peer",
+    )
+    sandbox.add_argument("--limit", type=int, default=50, help="at most this many (newest)")
     keys = sub.add_parser("keys", help="API keys").add_subparsers(
         dest="keys_command", required=True
     )
@@ -308,6 +369,12 @@ def _dispatch(
         return lambda: cmd_serve(settings, api, worker)
     if args.command == "migrate":
         return lambda: cmd_migrate(settings)
+    if args.command == "sandbox":
+
+        async def show() -> None:
+            cmd_sandbox(settings, args.data_dir, args.peer, args.limit)
+
+        return show
     if args.command == "keys":
         return lambda: cmd_keys_create(settings, args.tenant, args.service)
     if args.command == "secrets":

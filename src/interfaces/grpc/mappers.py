@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from application.ports.repositories import DeadLetterQuery
+from application.ports.repositories import DeadLetterQuery, InboxEventKind
 from application.use_cases.bulk_send import BulkOutcome
 from application.use_cases.commands import (
     AddressInput,
@@ -19,6 +19,7 @@ from application.use_cases.commands import (
     SendNotificationCommand,
     TemplateInput,
 )
+from application.use_cases.inbox_stream import InboxUpdate
 from domain.errors import ValidationFailed, Violations
 from domain.notification import (
     AttemptOutcome,
@@ -301,3 +302,20 @@ def dead_letter_query(request: svc.ListDeadLettersRequest) -> DeadLetterQuery:
         failed_from=failed_from,
         failed_before=failed_before,
     )
+
+
+INBOX_KINDS_TO_PB: dict[InboxEventKind, int] = {
+    k: svc.InboxEventKind.Value(f"INBOX_EVENT_KIND_{k.value}") for k in InboxEventKind
+}
+
+
+def inbox_update_to_pb(update: InboxUpdate) -> svc.StreamInboxResponse:
+    message = svc.StreamInboxResponse(
+        cursor=update.cursor,
+        kind=INBOX_KINDS_TO_PB[update.kind],  # type: ignore[arg-type]
+        unread_count=update.unread_count,
+        read_ids=update.read_ids,
+    )
+    if update.notification is not None:
+        message.notification.CopyFrom(notification_to_pb(update.notification))
+    return message

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -11,6 +12,7 @@ import grpc
 from application.use_cases.bulk_send import BulkSend
 from application.use_cases.dead_letters import ListDeadLetters, ReplayDeadLetters
 from application.use_cases.inbox import GetUnreadCount, MarkAsRead
+from application.use_cases.inbox_stream import StreamInbox
 from application.use_cases.manage_notification import CancelNotification, GetNotification
 from application.use_cases.send_notification import SendNotification
 from interfaces.grpc import mappers
@@ -22,6 +24,7 @@ from interfaces.grpc.interceptors import current_principal
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Method = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+StreamMethod = Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]
 
 
 def translate_errors(method: Method[Req, Resp]) -> Method[Req, Resp]:
@@ -31,6 +34,25 @@ def translate_errors(method: Method[Req, Resp]) -> Method[Req, Resp]:
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
             return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await abort_with(context, error)
+
+    return wrapper
+
+
+def translate_stream_errors(method: StreamMethod[Req, Resp]) -> StreamMethod[Req, Resp]:
+    """translate_errors for server-streaming methods: a failure before or between messages
+    ends the stream with its status (messages already sent stay sent)."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Resp]:
+        try:
+            async for item in method(self, request, context):
+                yield item
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -50,6 +72,7 @@ class NotificationServicer(svc_grpc.NotificationServiceServicer):
         unread_count: GetUnreadCount,
         list_dead_letters: ListDeadLetters,
         replay_dead_letters: ReplayDeadLetters,
+        stream_inbox: StreamInbox,
     ) -> None:
         self._send = send
         self._bulk_send = bulk_send
@@ -59,6 +82,13 @@ class NotificationServicer(svc_grpc.NotificationServiceServicer):
         self._unread_count = unread_count
         self._list_dead_letters = list_dead_letters
         self._replay_dead_letters = replay_dead_letters
+        self._stream_inbox = stream_inbox
+        # Set on shutdown: open streams end (UNAVAILABLE) instead of holding the server's grace.
+        self._streams_stopping = asyncio.Event()
+
+    def stop_streams(self) -> None:
+        """End every open StreamInbox; call before stopping the server."""
+        self._streams_stopping.set()
 
     @translate_errors
     async def SendNotification(
@@ -127,4 +157,19 @@ class NotificationServicer(svc_grpc.NotificationServiceServicer):
         replayed = await self._replay_dead_letters.execute(current_principal(), list(request.ids))
         return svc.ReplayDeadLettersResponse(
             notifications=[mappers.notification_to_pb(n) for n in replayed]
+        )
+
+    @translate_stream_errors
+    async def StreamInbox(
+        self, request: svc.StreamInboxRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[svc.StreamInboxResponse]:
+        updates = self._stream_inbox.execute(
+            current_principal(), request.user_id, request.cursor, self._streams_stopping
+        )
+        async for update in updates:
+            yield mappers.inbox_update_to_pb(update)
+        # Only a shutdown ends a stream from our side; the client resumes elsewhere.
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            "the server is shutting down; reconnect with the cursor of the last event",
         )

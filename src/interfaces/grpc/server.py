@@ -52,6 +52,7 @@ class ApiServer:
         templates: TemplateServicer,
         reuse_port: bool = False,
     ) -> None:
+        self._servicer = servicer
         self._server = grpc.aio.server(
             interceptors=[AuthInterceptor(authenticate)],
             options=[
@@ -88,4 +89,7 @@ class ApiServer:
     async def stop(self, grace: float = 10.0) -> None:
         # Tell load balancers first, then let in-flight RPCs finish within the grace period.
         await self._health.enter_graceful_shutdown()
+        # Open inbox streams would hold the whole grace period: end them now; clients resume
+        # from their cursor on another instance.
+        self._servicer.stop_streams()
         await self._server.stop(grace)

@@ -12,6 +12,7 @@ from application.errors import Unavailable
 from application.ports.clock import Clock
 from application.ports.scheduler import Claim, Scheduler
 from application.use_cases.deliver_notification import DeliverNotification
+from application.use_cases.inbox import PruneInboxEvents
 from application.use_cases.reconcile_queue import ReconcileQueue
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class Worker:
         deliver: DeliverNotification,
         reconcile: ReconcileQueue,
         clock: Clock,
+        prune_inbox: PruneInboxEvents | None = None,
         *,
         concurrency: int = 64,
         lease: timedelta = timedelta(seconds=30),
@@ -34,6 +36,7 @@ class Worker:
         self._scheduler = scheduler
         self._deliver = deliver
         self._reconcile = reconcile
+        self._prune_inbox = prune_inbox
         self._clock = clock
         self._concurrency = concurrency
         self._lease = lease
@@ -124,6 +127,9 @@ class Worker:
         if recovered:
             log.warning("recovered %d expired leases", recovered)
         requeued = await self._reconcile.execute()
+        if self._prune_inbox is not None:
+            # Limits itself to once an hour.
+            await self._prune_inbox.execute()
         if requeued:
             log.warning("reconciler re-enqueued %d notifications missing from Redis", requeued)
 

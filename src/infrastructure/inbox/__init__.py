@@ -1,0 +1,5 @@
+"""Waking inbox streams across processes."""
+
+from infrastructure.inbox.redis_notifier import RedisInboxNotifier
+
+__all__ = ["RedisInboxNotifier"]
