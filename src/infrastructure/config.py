@@ -148,6 +148,13 @@ class Settings:
                 raise ConfigError(f"NOTIFYD_RATE_LIMITS: {item!r} must be above 0")
         return limits
 
+    @property
+    def has_providers(self) -> bool:
+        """Any EMAIL, SMS or PUSH provider configured (WEBHOOK and IN_APP need none)."""
+        return bool(
+            self.smtp_urls or self.sms_providers or self.fcm_credentials_file or self.apns_key_file
+        )
+
     def sms_provider_names(self) -> list[str]:
         return [p.strip() for p in self.sms_providers.split(",") if p.strip()]
 
@@ -177,7 +184,10 @@ class Settings:
             raise ConfigError(
                 "NOTIFYD_BREAKER_COOLDOWN_SECONDS must exceed NOTIFYD_PROVIDER_TIMEOUT_SECONDS"
             )
-        if self.lease_seconds <= max(self.webhook_timeout_seconds, self.provider_timeout_seconds):
+        slowest = self.webhook_timeout_seconds
+        if self.has_providers:
+            slowest = max(slowest, self.provider_timeout_seconds)
+        if self.lease_seconds <= slowest:
             raise ConfigError(
                 "NOTIFYD_LEASE_SECONDS must exceed NOTIFYD_WEBHOOK_TIMEOUT_SECONDS and "
                 "NOTIFYD_PROVIDER_TIMEOUT_SECONDS"
