@@ -235,8 +235,10 @@ class FailoverSender:
                 await self._breaker.record_success(provider.name, now)
             else:
                 await self._breaker.record_failure(provider.name, now)
-        except Unavailable as error:
-            log.warning("circuit breaker unreachable, outcome of %s lost: %s", provider.name, error)
+        except Exception as error:
+            # Any breaker trouble (unreachable, read-only replica, OOM) must not turn a provider's
+            # answer, an acceptance above all, into an error that would send the message again.
+            log.warning("circuit breaker failed, outcome of %s lost: %r", provider.name, error)
 
     async def _take_slot(self, provider: Provider) -> timedelta | None:
         """Take a rate-limit slot, sleeping for it while the total wait stays within

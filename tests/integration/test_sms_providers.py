@@ -291,11 +291,20 @@ async def test_429_is_transient_with_retry_after(vendor: Vendor) -> None:
     assert len(vendor.peer.journal.entries) == 1
 
 
-@pytest.mark.parametrize("status", [500, 502, 503])
+@pytest.mark.parametrize("status", [500, 503])
 async def test_5xx_is_provider_down(vendor: Vendor, status: int) -> None:
     vendor.peer.fail_next(status)
     failed = await failure(vendor.provider(), make_notification())
     assert failed.error_class is ErrorClass.PROVIDER_DOWN
+    assert str(status) in failed.message
+
+
+@pytest.mark.parametrize("status", [502, 504])
+async def test_a_gateway_error_may_hide_an_acceptance(vendor: Vendor, status: int) -> None:
+    # The vendor behind the gateway may have taken it: retried there, never failed over.
+    vendor.peer.fail_next(status)
+    failed = await failure(vendor.provider(), make_notification())
+    assert failed.error_class is ErrorClass.MAYBE_ACCEPTED
     assert str(status) in failed.message
 
 

@@ -67,7 +67,7 @@ class DeliverNotification:
         if notification.status is not Status.SENDING:
             await self._scheduler.ack(claim)
             return notification.status
-        outcome = await self._send(notification)
+        outcome = await self._send_holding_lease(claim, notification)
         failed = outcome if isinstance(outcome, DeliveryFailed) else None
         # The address verdict belongs to the notification's channel and address as sent, which
         # a fallback to the next channel is about to replace.
@@ -101,6 +101,31 @@ class DeliverNotification:
                 return None
             await uow.commit()
         return n
+
+    async def _send_holding_lease(
+        self, claim: Claim, n: Notification
+    ) -> Delivered | DeliveryFailed:
+        """Send while keeping the lease alive: a failover chain can outlast one lease (several
+        providers each up to their timeout), and a lapsed lease lets another worker start over
+        at the first provider while this one may still get an acceptance: two messages."""
+        keeper = asyncio.create_task(self._keep_lease(claim, n))
+        try:
+            return await self._send(n)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_lease(self, claim: Claim, n: Notification) -> None:
+        period = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if not await self._scheduler.extend(claim, self._clock.now(), self._lease):
+                    log.warning("lease on %s lost while sending; the version check decides", n.id)
+                    return
+            except Unavailable:
+                log.warning("cannot extend the lease on %s while sending", n.id)
 
     async def _send(self, n: Notification) -> Delivered | DeliveryFailed:
         sender = self._senders.get(n.channel)

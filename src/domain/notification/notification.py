@@ -326,7 +326,9 @@ class Notification:
             error_message=message,
         )
         if permanent:
-            if self.fallbacks:
+            # After an unanswered request the first channel may already have delivered it:
+            # going on to the next channel could reach the recipient twice.
+            if self.fallbacks and self.pinned_provider is None:
                 self._fall_back(now, f"{self.channel} failed permanently: {message}")
                 return
             self._move(Status.FAILED, now, f"permanent failure: {message}")

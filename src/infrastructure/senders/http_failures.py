@@ -10,6 +10,10 @@ import httpx
 from application.ports.sender import DeliveryFailed
 from domain.notification import ErrorClass
 
+# A gateway's answer for an upstream that timed out or broke off: the provider behind it may
+# have taken the message, so it is retried there, never sent through another provider.
+GATEWAY_STATUSES = frozenset({502, 504})
+
 
 def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
     """A Retry-After header (delay seconds or an HTTP-date) as a delay; None when absent or

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 
 from application.ports.scheduler import Claim, QueueItem
+from application.ports.sender import Delivered
 from application.principal import Principal
 from application.use_cases.commands import AddressInput, SendNotificationCommand
 from application.use_cases.deliver_notification import DeliverNotification
@@ -344,3 +346,29 @@ async def test_attempts_since_a_replay_get_a_fresh_budget(world: World) -> None:
         AttemptOutcome.TRANSIENT_FAILURE,
         AttemptOutcome.ACCEPTED,
     ]
+
+
+async def test_the_lease_is_kept_alive_while_a_slow_send_runs(world: World) -> None:
+    await send(world)
+    c = await claim(world)
+
+    async def slow(_: Notification) -> None:
+        await asyncio.sleep(0.35)
+
+    class SlowSender(FakeSender):
+        async def send(self, notification: Notification) -> Delivered:
+            await slow(notification)
+            return await super().send(notification)
+
+    use_case = DeliverNotification(
+        world.uow,
+        world.scheduler,
+        {Channel.WEBHOOK: SlowSender(Channel.WEBHOOK)},
+        {Channel.WEBHOOK: POLICY},
+        world.clock,
+        random=lambda: 0.5,
+        lease=timedelta(seconds=0.3),
+    )
+    assert await use_case.execute(c) is Status.SENT
+    # A chain of slow providers could outlast one lease: it is extended every third of it.
+    assert world.scheduler.calls.count("extend") >= 2

@@ -545,6 +545,27 @@ async def test_unreachable_breaker_and_limiter_fail_open() -> None:
     assert delivered.result.provider == "smtp"
 
 
+class ReadOnlyBreaker(FakeBreaker):
+    """Allows, but its store refuses writes (a Redis replica promoted away under us)."""
+
+    async def record_success(self, provider: str, now: datetime) -> None:
+        raise RuntimeError("READONLY You can't write against a read only replica.")
+
+    async def record_failure(self, provider: str, now: datetime) -> None:
+        raise RuntimeError("READONLY You can't write against a read only replica.")
+
+
+async def test_a_breaker_error_after_acceptance_never_turns_it_into_a_failure() -> None:
+    clock = FixedClock(T0)
+    primary = FakeProvider("smtp", clock)
+    sender = FailoverSender(Channel.EMAIL, [primary], clock=clock, breaker=ReadOnlyBreaker())
+
+    delivered = await sender.send(email())
+
+    assert delivered.result.provider == "smtp"
+    assert len(primary.calls) == 1
+
+
 def test_rejects_providers_of_another_channel_and_duplicate_names() -> None:
     clock = FixedClock(T0)
     sms = FakeProvider("twilio", clock)

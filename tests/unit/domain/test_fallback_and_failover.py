@@ -120,7 +120,7 @@ def test_failed_over_attempts_are_recorded_but_do_not_use_the_budget() -> None:
     assert n.attempts_this_round == 1
 
 
-def test_a_maybe_accepted_attempt_pins_its_provider_on_that_channel_only() -> None:
+def test_a_maybe_accepted_attempt_pins_its_provider() -> None:
     n = push_with_fallbacks(EMAIL)
     assert n.pinned_provider is None
     n.begin_attempt(T0 + STEP)
@@ -131,11 +131,6 @@ def test_a_maybe_accepted_attempt_pins_its_provider_on_that_channel_only() -> No
     n.begin_attempt(n.due_at)
     fail(n, ErrorClass.PROVIDER_DOWN, provider="apns", policy=RetryPolicy(max_attempts=5))
     assert n.pinned_provider == "apns", "a later clear failure does not prove the first one lost"
-
-    n.begin_attempt(n.due_at)
-    fail(n, ErrorClass.PERMANENT, provider="apns")
-    assert n.channel is Channel.EMAIL
-    assert n.pinned_provider is None, "the pin belongs to the PUSH attempts"
 
 
 def test_channels_skipped_at_accept_time_are_named_in_the_record() -> None:
@@ -163,3 +158,14 @@ def test_erasure_drops_the_fallback_routes_personal_data() -> None:
     n.erase(T0 + STEP)
     assert n.fallbacks == []
     assert n.status is Status.CANCELLED
+
+
+def test_no_fall_back_once_the_channel_may_already_have_delivered_it() -> None:
+    n = push_with_fallbacks(EMAIL)
+    n.begin_attempt(T0 + STEP)
+    fail(n, ErrorClass.MAYBE_ACCEPTED, provider="apns", policy=RetryPolicy(max_attempts=5))
+    n.begin_attempt(n.due_at)
+    fail(n, ErrorClass.PERMANENT, provider="apns", msg="BadDeviceToken")
+
+    assert (n.status, n.channel) == (Status.FAILED, Channel.PUSH)
+    assert "BadDeviceToken" in n.status_reason

@@ -17,6 +17,7 @@ from domain.notification import (
     NewNotification,
     Notification,
     Priority,
+    RetryPolicy,
 )
 from domain.recipient import DevicePlatform, Profile, Recipient
 from infrastructure.senders.push import DevicePlatforms, PlatformRoutedSender
@@ -184,6 +185,34 @@ async def test_a_failed_platform_lookup_routes_as_unknown() -> None:
     await PlatformRoutedSender(Broken(), ios=apns, other=fcm).send(push_to(APNS_TOKEN))
 
     assert fcm.sent == [APNS_TOKEN]
+
+
+class Chain(Recording):
+    """A channel-level sender that names its providers, as FailoverSender does."""
+
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        return (self.name,)
+
+
+async def test_a_notification_pinned_to_apns_stays_with_apns_whatever_the_directory_says() -> None:
+    apns, fcm = Chain("apns"), Chain("fcm")
+    n = push_to(APNS_TOKEN)
+    n.begin_attempt(NOW)
+    n.record_failure(
+        NOW,
+        provider="apns",
+        error_class=ErrorClass.MAYBE_ACCEPTED,
+        message="no answer",
+        policy=RetryPolicy(),
+        random=lambda: 0.5,
+    )
+    n.begin_attempt(n.due_at)
+
+    # The lookup fails, which alone would route the token to FCM.
+    await PlatformRoutedSender(Broken(), ios=apns, other=fcm).send(n)
+
+    assert (apns.sent, fcm.sent) == ([APNS_TOKEN], [])
 
 
 async def test_no_device_token_is_permanent() -> None:

@@ -26,7 +26,11 @@ from domain.notification import (
     Notification,
     Priority,
 )
-from infrastructure.senders.http_failures import retry_after_of, transport_failure
+from infrastructure.senders.http_failures import (
+    GATEWAY_STATUSES,
+    retry_after_of,
+    transport_failure,
+)
 
 APNS_PRODUCTION_URL = "https://api.push.apple.com"
 APNS_DEVELOPMENT_URL = "https://api.sandbox.push.apple.com"
@@ -242,6 +246,8 @@ class ApnsProvider:
             return self._failed(ErrorClass.PERMANENT, message, rejection=AddressRejection.GONE)
         if status == 429:
             return self._failed(ErrorClass.TRANSIENT, message, retry_after=retry_after_of(response))
+        if status in GATEWAY_STATUSES:
+            return self._failed(ErrorClass.MAYBE_ACCEPTED, message)
         if status >= 500:
             return self._failed(
                 ErrorClass.PROVIDER_DOWN, message, retry_after=retry_after_of(response)

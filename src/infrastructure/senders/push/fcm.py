@@ -21,7 +21,11 @@ from domain.notification import (
     Notification,
     Priority,
 )
-from infrastructure.senders.http_failures import retry_after_of, transport_failure
+from infrastructure.senders.http_failures import (
+    GATEWAY_STATUSES,
+    retry_after_of,
+    transport_failure,
+)
 from infrastructure.senders.push.apns import apns_priority, apns_push_type, is_alert
 from infrastructure.senders.push.google_oauth import TokenUnavailable
 
@@ -186,6 +190,8 @@ class FcmProvider:
             return self._failed(ErrorClass.PERMANENT, message, rejection=AddressRejection.GONE)
         if status == 429 or error.error_code == "QUOTA_EXCEEDED":
             return self._failed(ErrorClass.TRANSIENT, message, retry_after=retry_after_of(response))
+        if status in GATEWAY_STATUSES:
+            return self._failed(ErrorClass.MAYBE_ACCEPTED, message)
         if status >= 500 or error.error_code in ("UNAVAILABLE", "INTERNAL"):
             return self._failed(
                 ErrorClass.PROVIDER_DOWN, message, retry_after=retry_after_of(response)

@@ -83,6 +83,11 @@ class PlatformRoutedSender:
         if address is None or address.kind != "device_token" or not address.value.strip():
             raise _permanent("the notification has no device token")
         token = address.value
+        pinned = self._pinned_sender(notification)
+        if pinned is not None:
+            # An earlier request went out unanswered: only that service may try again, whatever
+            # the directory says now, or the device could get it twice.
+            return await pinned.send(notification)
         try:
             platform = await self._platforms.platform_of(
                 notification.tenant_id, notification.user_id, token
@@ -108,6 +113,15 @@ class PlatformRoutedSender:
                 retry_after=exc.retry_after,
                 failovers=exc.failovers,
             ) from exc
+
+    def _pinned_sender(self, notification: Notification) -> Sender | None:
+        pinned = notification.pinned_provider
+        if pinned is None:
+            return None
+        for sender in (self._ios, self._other):
+            if sender is not None and pinned in getattr(sender, "provider_names", ()):
+                return sender
+        return None
 
     def _choose(self, platform: DevicePlatform | None, token: str) -> tuple[Sender | None, bool]:
         """The sender, and whether it is the device's own service (so that what it says about

@@ -12,7 +12,11 @@ import httpx
 
 from application.ports.sender import DeliveryFailed
 from domain.notification import AddressRejection, Content, ErrorClass, Notification
-from infrastructure.senders.http_failures import retry_after_of, transport_failure
+from infrastructure.senders.http_failures import (
+    GATEWAY_STATUSES,
+    retry_after_of,
+    transport_failure,
+)
 
 PHONE = "phone"
 
@@ -120,6 +124,8 @@ def status_failure(response: httpx.Response, provider: str, detail: str) -> Deli
         return DeliveryFailed(
             ErrorClass.TRANSIENT, message, provider=provider, retry_after=retry_after_of(response)
         )
+    if status in GATEWAY_STATUSES:
+        return DeliveryFailed(ErrorClass.MAYBE_ACCEPTED, message, provider=provider)
     if status >= 500 or status in (401, 403, 404, 405) or 300 <= status < 400:
         return DeliveryFailed(ErrorClass.PROVIDER_DOWN, message, provider=provider)
     return DeliveryFailed(ErrorClass.PERMANENT, message, provider=provider)
