@@ -4,6 +4,7 @@ configured is left out, and sends on it are FAILED_PRECONDITION (CHANNEL_NOT_CON
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -32,6 +33,8 @@ from infrastructure.senders.push import (
 from infrastructure.senders.sms import TwilioProvider, VonageProvider
 from infrastructure.senders.webhook import WebhookSender
 
+log = logging.getLogger(__name__)
+
 
 class ChannelSenders:
     """The senders by channel, and what must be closed at shutdown (pooled connections)."""
@@ -48,7 +51,10 @@ class ChannelSenders:
 
     async def close(self) -> None:
         for close in self._closers:
-            await close()
+            try:
+                await close()
+            except Exception:
+                log.warning("closing a provider failed", exc_info=True)
 
 
 def provider_http_client(settings: Settings) -> httpx.AsyncClient:

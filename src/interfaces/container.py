@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -40,7 +43,7 @@ from application.use_cases.templates import (
 )
 from domain.notification import Channel, RetryPolicy
 from infrastructure.clock import SystemClock, UuidV7Generator
-from infrastructure.config import Settings
+from infrastructure.config import ConfigError, Settings
 from infrastructure.inbox import RedisInboxNotifier
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
@@ -55,6 +58,8 @@ from interfaces.grpc.recipient_servicer import RecipientServicer
 from interfaces.grpc.server import ApiServer
 from interfaces.grpc.template_servicer import TemplateServicer
 from interfaces.worker.runner import Worker
+
+log = logging.getLogger(__name__)
 
 # None of these clients connects when built (connections open on first use), so they are
 # plain singletons; close_clients() releases them at shutdown.
@@ -233,9 +238,17 @@ class Container(containers.DeclarativeContainer):
 
 async def close_clients(container: Container) -> None:
     """Release the pooled connections. Building an unused client here costs nothing: none of
-    them connects until first use."""
-    await container.http().aclose()
-    await container.channel_senders().close()
-    await container.inbox_notifier().close()
-    await container.redis().aclose()
-    await container.engine().dispose()
+    them connects until first use. One failing close does not keep the others open."""
+    closers: list[Callable[[], Awaitable[None]]] = [
+        container.http().aclose,
+        container.inbox_notifier().close,
+    ]
+    # Incomplete provider settings: never built, as this command had no use for them.
+    with contextlib.suppress(ConfigError):
+        closers.append(container.channel_senders().close)
+    closers += [container.redis().aclose, container.engine().dispose]
+    for close in closers:
+        try:
+            await close()
+        except Exception:
+            log.warning("closing %s failed", close, exc_info=True)

@@ -73,9 +73,6 @@ class PolicyGate:
     ) -> Admission:
         """Decide about ``prepared``. ``batch`` holds notifications admitted earlier in the same
         transaction and not yet stored (a bulk send), which count like stored ones."""
-        prepared, refused = await self._drop_refused_routes(uow, prepared, category, recipient)
-        if refused:
-            return Admission(prepared.accept(now, Decision(Verdict.SUPPRESS, refused)))
         new = prepared.new
         mine = [n for n in batch if n.user_id == new.user_id]
         window = self.dedup_window(category)
@@ -94,6 +91,10 @@ class PolicyGate:
             )
             if earlier is not None:
                 return Admission(earlier, duplicate=True)
+        prepared, refused = await self._drop_refused_routes(uow, prepared, category, recipient)
+        if refused:
+            return Admission(prepared.accept(now, Decision(Verdict.SUPPRESS, refused)))
+        new = prepared.new
         due = max(now, new.scheduled_at or now)
         limits = self.limits(category, recipient)
         counted: list[datetime] = []

@@ -3,7 +3,7 @@ validation. The policy step (policy_gate.py) then decides whether and when it go
 
 from __future__ import annotations
 
-from collections.abc import Callable, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -37,6 +37,22 @@ def check_channel(channel: Channel, available: Set[Channel], field: str = "chann
             + ", ".join(sorted(c.value for c in available)),
             reason="CHANNEL_NOT_CONFIGURED",
         )
+
+
+MAX_FALLBACK_CHANNELS = 4
+
+
+def check_fallback_chain(channel: Channel, fallbacks: Sequence[Channel]) -> None:
+    """Each channel once, at most four after the first: checked before anything is rendered."""
+    v = Violations()
+    if len(fallbacks) > MAX_FALLBACK_CHANNELS:
+        v.add("fallback_channels", f"more than {MAX_FALLBACK_CHANNELS} channels")
+    seen = {channel}
+    for i, fallback in enumerate(fallbacks):
+        if fallback in seen:
+            v.add(f"fallback_channels[{i}]", f"{fallback} is already in the chain")
+        seen.add(fallback)
+    v.raise_if_any()
 
 
 def check_content_source(content: Content | None, has_template: bool, prefix: str = "") -> None:
@@ -123,6 +139,7 @@ class NotificationPreparer:
     ) -> Prepared:
         """``recipient`` is the directory entry of ``command.user_id`` (None if there is none):
         it supplies the address and the template locale the command leaves out."""
+        check_fallback_chain(command.channel, command.fallback_channels)
         check_channel(command.channel, self._channels)
         for i, channel in enumerate(command.fallback_channels):
             check_channel(channel, self._channels, f"fallback_channels[{i}]")

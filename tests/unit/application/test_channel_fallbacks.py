@@ -16,7 +16,7 @@ from application.use_cases.commands import AddressInput, SendNotificationCommand
 from application.use_cases.deliver_notification import DeliverNotification
 from application.use_cases.policy_gate import PolicyGate
 from application.use_cases.send_notification import SendNotification
-from domain.errors import PreconditionFailed
+from domain.errors import PreconditionFailed, ValidationFailed
 from domain.notification import (
     Address,
     AddressRejection,
@@ -287,3 +287,25 @@ async def test_an_explicit_address_chain_uses_it_for_the_first_channel_only(worl
     )
     assert n.address == Address("phone", "+4915112345678")
     assert n.fallbacks[0].address == Address("email", "ada@example.com")
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "field"),
+    [
+        ((Channel.EMAIL, Channel.PUSH), "fallback_channels[1]"),
+        ((Channel.EMAIL, Channel.EMAIL), "fallback_channels[1]"),
+        ((Channel.PUSH,), "fallback_channels[0]"),
+        (
+            (Channel.EMAIL, Channel.SMS, Channel.IN_APP, Channel.WEBHOOK, Channel.EMAIL),
+            "fallback_channels",
+        ),
+    ],
+)
+async def test_a_chain_repeating_a_channel_or_too_long_is_refused_before_anything_is_stored(
+    world: World, fallbacks: tuple[Channel, ...], field: str
+) -> None:
+    register(world, devices=())
+    with pytest.raises(ValidationFailed) as caught:
+        await send(world, *fallbacks)
+    assert field in [v.field for v in caught.value.violations]
+    assert world.db.notifications == {}
