@@ -20,6 +20,7 @@ answer is held back until the client gives up: the lost-acknowledgement case).""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import binascii
@@ -27,7 +28,7 @@ import json
 import re
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,12 +38,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from infrastructure.sandbox.http import Receive, Scope, Send, lifespan, read_body
 from infrastructure.sandbox.journal import SandboxJournal
 from infrastructure.senders.sms.common import segment_count
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 JsonObject = dict[str, Any]
 
 SANDBOX_TWILIO_ACCOUNT_SID = "ACdeadbeefdeadbeefdeadbeefdeadbeef"
@@ -125,7 +124,7 @@ class Answer:
     headers: Mapping[str, str]
 
 
-class _SmsPeer:
+class _SmsPeer(abc.ABC):
     """What both peers share: the journal, the scripted answers, de-duplication by reference
     and the ASGI plumbing. Subclasses read a request and answer in their vendor's shape."""
 
@@ -165,11 +164,11 @@ class _SmsPeer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -206,11 +205,13 @@ class _SmsPeer:
             self._by_reference[reference] = answer
         return answer
 
+    @abc.abstractmethod
     def _answer(self, request: ReceivedRequest) -> Answer:
-        raise NotImplementedError
+        """The vendor's answer to one request that passed the scripted failures."""
 
+    @abc.abstractmethod
     def _error_body(self, status: int) -> JsonObject:
-        raise NotImplementedError
+        """The vendor's error body for a scripted failure given without one."""
 
 
 class SandboxTwilio(_SmsPeer):
@@ -437,18 +438,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request body, or None when the client left before sending all of it."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 async def _client_left_within(receive: Receive, seconds: float) -> bool:
     """Wait up to ``seconds``; True as soon as the client disconnects."""
     try:
@@ -469,13 +458,3 @@ async def _respond(send: Send, answer: Answer) -> None:
     ]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -21,18 +21,15 @@ import hmac
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infrastructure.sandbox.http import Receive, Scope, Send, lifespan
 from infrastructure.sandbox.journal import SandboxJournal
 from infrastructure.senders.standard_webhooks import webhook_signature
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 PEER = "webhook"
 GONE_PATH = "/gone"
@@ -124,7 +121,7 @@ class SandboxWebhookSink:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -272,13 +269,3 @@ async def _answer(
         }
     )
     await send({"type": "http.response.body", "body": data})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
