@@ -32,24 +32,24 @@ allows a send is the caller's policy (``FailoverSender`` fails open).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from application.errors import Unavailable
 from application.ports.sender import BreakerState
+from infrastructure.redis_calls import (
+    MS,
+    duration_ms,
+    since_epoch,
+    text,
+    unavailable_if_unreachable,
+)
 
 log = logging.getLogger(__name__)
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
 
 # KEYS: state, failures. ARGV: now, cooldown, probe lease, ttl (ms).
 # Returns 0 (no), 1 (yes, closed) or 2 (yes, and the caller holds the probe).
@@ -109,33 +109,6 @@ return 0
 """
 
 
-def _to_ms(moment: datetime) -> int:
-    # A naive datetime would be read as local time by .timestamp(), shifting every deadline.
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"timezone-aware datetime required, got naive {moment!r}")
-    return (moment - _EPOCH) // _MS
-
-
-def _duration_ms(duration: timedelta, what: str) -> int:
-    ms = duration // _MS
-    if ms <= 0:
-        raise ValueError(f"{what} must be at least 1 ms, got {duration!r}")
-    return ms
-
-
-def _text(value: bytes | str) -> str:
-    # The client may or may not have decode_responses set; accept both.
-    return value.decode() if isinstance(value, bytes) else value
-
-
-@contextlib.contextmanager
-def _unavailable_if_unreachable() -> Iterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-        raise Unavailable("redis", str(error)) from error
-
-
 class RedisCircuitBreaker:
     """Per-provider circuit breakers in Redis, see the module docstring."""
 
@@ -160,9 +133,9 @@ class RedisCircuitBreaker:
         self._client = client
         self._namespace = namespace
         self._threshold = failure_threshold
-        self._window_ms = _duration_ms(window, "window")
-        self._cooldown_ms = _duration_ms(cooldown, "cooldown")
-        self._probe_ms = _duration_ms(probe_lease or cooldown, "probe_lease")
+        self._window_ms = duration_ms(window, "window")
+        self._cooldown_ms = duration_ms(cooldown, "cooldown")
+        self._probe_ms = duration_ms(probe_lease or cooldown, "probe_lease")
         # Outlives any state that still matters: a window of failures, or an opening plus its
         # cool-down plus a probe.
         self._ttl_ms = 2 * (self._window_ms + self._cooldown_ms + self._probe_ms)
@@ -172,7 +145,7 @@ class RedisCircuitBreaker:
 
     @property
     def cooldown(self) -> timedelta:
-        return self._cooldown_ms * _MS
+        return self._cooldown_ms * MS
 
     def keys(self, provider: str) -> tuple[str, str]:
         """The state hash and the failures set of ``provider``."""
@@ -182,13 +155,18 @@ class RedisCircuitBreaker:
         return f"{tag}:state", f"{tag}:failures"
 
     async def _run(self, script: AsyncScript, provider: str, *args: int) -> Any:
-        with _unavailable_if_unreachable():
+        with unavailable_if_unreachable():
             return await script(keys=self.keys(provider), args=args)
 
     async def allow(self, provider: str, now: datetime) -> bool:
         answer = int(
             await self._run(
-                self._allow, provider, _to_ms(now), self._cooldown_ms, self._probe_ms, self._ttl_ms
+                self._allow,
+                provider,
+                since_epoch(now),
+                self._cooldown_ms,
+                self._probe_ms,
+                self._ttl_ms,
             )
         )
         if answer == 2:
@@ -201,7 +179,12 @@ class RedisCircuitBreaker:
 
     async def record_failure(self, provider: str, now: datetime) -> None:
         opened = await self._run(
-            self._failure, provider, _to_ms(now), self._window_ms, self._threshold, self._ttl_ms
+            self._failure,
+            provider,
+            since_epoch(now),
+            self._window_ms,
+            self._threshold,
+            self._ttl_ms,
         )
         if int(opened):
             log.warning(
@@ -213,6 +196,6 @@ class RedisCircuitBreaker:
     async def state(self, provider: str, now: datetime) -> BreakerState:
         """The stored state. OPEN stays OPEN past its cool-down until an ``allow()`` takes the
         probe, since only then does a request go out."""
-        with _unavailable_if_unreachable():
+        with unavailable_if_unreachable():
             raw = await self._client.hget(self.keys(provider)[0], "state")
-        return BreakerState.CLOSED if raw is None else BreakerState(_text(raw))
+        return BreakerState.CLOSED if raw is None else BreakerState(text(raw))

@@ -20,18 +20,14 @@ Redis unreachable: ``Unavailable("redis")`` (``FailoverSender`` then sends unthr
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from application.errors import Unavailable
+from infrastructure.redis_calls import since_epoch, unavailable_if_unreachable
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
 # Kept past TAT, in ms, so a worker whose clock runs a little behind still finds the key.
 _EXPIRY_MARGIN_MS: Final = 60_000
@@ -53,20 +49,6 @@ local ttl = math.ceil((new_tat - now) / 1000) + tonumber(ARGV[4])
 redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', string.format('%d', ttl))
 return 0
 """
-
-
-def _to_us(moment: datetime) -> int:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"timezone-aware datetime required, got naive {moment!r}")
-    return (moment - _EPOCH) // _US
-
-
-@contextlib.contextmanager
-def _unavailable_if_unreachable() -> Iterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-        raise Unavailable("redis", str(error)) from error
 
 
 class RedisRateLimiter:
@@ -112,9 +94,9 @@ class RedisRateLimiter:
         if limit is None:
             return timedelta(0)
         interval, tolerance = limit
-        with _unavailable_if_unreachable():
+        with unavailable_if_unreachable():
             wait_us = await self._acquire(
                 keys=[self.key(provider)],
-                args=[_to_us(now), repr(interval), repr(tolerance), _EXPIRY_MARGIN_MS],
+                args=[since_epoch(now, _US), repr(interval), repr(tolerance), _EXPIRY_MARGIN_MS],
             )
         return int(wait_us) * _US

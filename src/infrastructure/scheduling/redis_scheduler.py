@@ -16,62 +16,35 @@ never from Redis or the local clock, so that tests and every worker agree on one
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.resources
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from application.errors import Unavailable
 from application.ports.scheduler import Claim, QueueItem
 from domain.notification import Priority
+from infrastructure.redis_calls import (
+    EPOCH,
+    MS,
+    duration_ms,
+    since_epoch,
+    text,
+    unavailable_if_unreachable,
+)
 
 # Bounds the work one claim does when a large backlog of scheduled sends falls due at once;
 # the rest is promoted by the following claims.
 PROMOTE_PER_CLAIM: Final = 1000
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
 _PRIORITIES_LOW_TO_HIGH: Final = tuple(sorted(Priority))
 
 
-def _to_ms(moment: datetime) -> int:
-    # A naive datetime would be read as local time by .timestamp(), silently shifting schedules.
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"timezone-aware datetime required, got naive {moment!r}")
-    # Integer timedelta division: float timestamps would round some millisecond values.
-    return (moment - _EPOCH) // _MS
-
-
 def _from_ms(ms: int) -> datetime:
-    return _EPOCH + ms * _MS
-
-
-def _duration_ms(duration: timedelta, what: str) -> int:
-    ms = duration // _MS
-    if ms <= 0:
-        raise ValueError(f"{what} must be at least 1 ms, got {duration!r}")
-    return ms
-
-
-def _text(value: bytes | str) -> str:
-    # The client may or may not have decode_responses set; accept both.
-    return value.decode() if isinstance(value, bytes) else value
-
-
-@contextlib.contextmanager
-def _unavailable_if_unreachable() -> Iterator[None]:
-    # Callers see "the queue is unavailable", which the edge maps to UNAVAILABLE.
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-        raise Unavailable("redis", str(error)) from error
+    return EPOCH + ms * MS
 
 
 @functools.cache
@@ -94,7 +67,7 @@ class RedisScheduler:
             raise ValueError(f"namespace must be non-empty and brace-free, got {namespace!r}")
         self._client = client
         self._namespace = namespace
-        self._starvation_ms = _duration_ms(starvation_after, "starvation_after")
+        self._starvation_ms = duration_ms(starvation_after, "starvation_after")
         prefix = f"{{{namespace}}}"
         self._ready_keys: dict[Priority, str] = {
             p: f"{prefix}:ready:{p.value}" for p in _PRIORITIES_LOW_TO_HIGH
@@ -133,21 +106,21 @@ class RedisScheduler:
         return self._client.register_script(_script_source(name))
 
     async def _run(self, script: AsyncScript, *args: str | int) -> Any:
-        with _unavailable_if_unreachable():
+        with unavailable_if_unreachable():
             return await script(keys=self._keys, args=args)
 
     async def enqueue(self, items: Sequence[QueueItem], now: datetime) -> None:
-        now_ms = _to_ms(now)
+        now_ms = since_epoch(now)
         if not items:
             return
         args: list[str | int] = [now_ms]
         for item in items:
-            args += [item.notification_id, Priority(item.priority).value, _to_ms(item.due_at)]
+            args += [item.notification_id, Priority(item.priority).value, since_epoch(item.due_at)]
         await self._run(self._enqueue, *args)
 
     async def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Claim]:
-        now_ms = _to_ms(now)
-        lease_ms = _duration_ms(lease, "lease")
+        now_ms = since_epoch(now)
+        lease_ms = duration_ms(lease, "lease")
         if limit <= 0:
             return []
         raw = await self._run(
@@ -160,7 +133,7 @@ class RedisScheduler:
         )
         return [
             Claim(
-                notification_id=_text(raw[i]),
+                notification_id=text(raw[i]),
                 priority=Priority(int(raw[i + 1])),
                 token=int(raw[i + 2]),
                 lease_deadline=_from_ms(int(raw[i + 3])),
@@ -176,21 +149,21 @@ class RedisScheduler:
             self._retry_at,
             claim.notification_id,
             claim.token,
-            _to_ms(now),
-            _to_ms(due_at),
+            since_epoch(now),
+            since_epoch(due_at),
             Priority(claim.priority).value,
         )
         return bool(result)
 
     async def extend(self, claim: Claim, now: datetime, lease: timedelta) -> bool:
-        deadline_ms = _to_ms(now) + _duration_ms(lease, "lease")
+        deadline_ms = since_epoch(now) + duration_ms(lease, "lease")
         return bool(await self._run(self._extend, claim.notification_id, claim.token, deadline_ms))
 
     async def remove(self, notification_id: str) -> None:
         await self._run(self._remove, notification_id)
 
     async def recover_expired_leases(self, now: datetime, limit: int) -> int:
-        now_ms = _to_ms(now)
+        now_ms = since_epoch(now)
         if limit <= 0:
             return 0
         return int(await self._run(self._recover, now_ms, limit))
@@ -213,6 +186,6 @@ class RedisScheduler:
 
     async def run_id(self) -> str:
         """The Redis server's run_id: it changes when the server restarts (possibly empty)."""
-        with _unavailable_if_unreachable():
+        with unavailable_if_unreachable():
             info = await self._client.info("server")
         return str(info["run_id"])
