@@ -129,7 +129,7 @@ class PolicyGate:
         is suppressed (a number that replied STOP). Returns the send with the first channel
         left in front, or, when none is left, the first channel's refusal (it is SUPPRESSED)."""
         new = prepared.new
-        chain = [Route(new.channel, new.address, new.content), *new.fallbacks]
+        chain = new.chain
         kept: list[Route] = []
         refusals: list[tuple[Channel, str]] = []
         for route in chain:
@@ -143,18 +143,9 @@ class PolicyGate:
         reasons = [f"{channel} skipped: {refusal}" for channel, refusal in refusals]
         if not kept:
             return prepared, refusals[0][1] if len(chain) == 1 else "; ".join(reasons)
-        first, rest = kept[0], kept[1:]
-        moved = first.channel is not new.channel
-        new = replace(
-            new,
-            channel=first.channel,
-            address=first.address,
-            content=first.content,
-            # A template version and locale describe the first channel's rendering only.
-            rendered=new.rendered if not moved else None,
-            fallbacks=tuple(rest),
-            skipped=(*new.skipped, *reasons),
-        )
+        moved = kept[0].channel is not new.channel
+        # A template version and locale describe the first channel's rendering only.
+        new = new.routed(kept, None if moved else new.rendered, reasons)
         return replace(prepared, new=new, content_hash=new.content.digest()), ""
 
     @staticmethod

@@ -259,13 +259,4 @@ class NotificationPreparer:
                 + "; ".join(skipped),
                 reason="RECIPIENT_HAS_NO_ADDRESS",
             )
-        (first, rendered), rest = routes[0], routes[1:]
-        return replace(
-            new,
-            channel=first.channel,
-            address=first.address,
-            content=first.content,
-            rendered=rendered,
-            fallbacks=tuple(route for route, _ in rest),
-            skipped=tuple(skipped),
-        )
+        return new.routed([route for route, _ in routes], routes[0][1], skipped)

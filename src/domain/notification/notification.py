@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from domain.errors import IllegalTransition, PreconditionFailed, Violations
@@ -57,6 +57,27 @@ class NewNotification:
     fallbacks: tuple[Route, ...] = ()
     # Channels of the requested chain passed over before sending (no address): why, each.
     skipped: tuple[str, ...] = ()
+
+    @property
+    def chain(self) -> tuple[Route, ...]:
+        """Every route in order: the notification's own channel first, then the fallbacks."""
+        return (Route(self.channel, self.address, self.content), *self.fallbacks)
+
+    def routed(
+        self, routes: Sequence[Route], rendered: Rendered | None, skipped: Sequence[str]
+    ) -> NewNotification:
+        """The same send going by ``routes[0]`` (rendered as ``rendered``), then the rest;
+        ``skipped`` adds to the reasons already given for channels passed over."""
+        first = routes[0]
+        return replace(
+            self,
+            channel=first.channel,
+            address=first.address,
+            content=first.content,
+            rendered=rendered,
+            fallbacks=tuple(routes[1:]),
+            skipped=(*self.skipped, *skipped),
+        )
 
 
 def validate_new(new: NewNotification, now: datetime, field_prefix: str = "") -> Violations:
