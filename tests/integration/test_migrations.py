@@ -34,6 +34,8 @@ APP_TABLES = {
     "categories",
     "request_aliases",
     "bulk_jobs",
+    "bulk_job_calls",
+    "bulk_job_recipients",
     "notifications",
     "address_suppressions",
     "inbox_heads",

@@ -18,7 +18,6 @@ from application.ports.repositories import (
     PageCursor,
     Tenant,
 )
-from domain.bulk_job import BulkJob
 from domain.errors import NotFound
 from domain.notification import (
     Address,
@@ -290,6 +289,60 @@ async def test_save_is_a_compare_and_set_on_the_version(uow: SqlUnitOfWorkFactor
     assert stored.status is Status.SENDING
     assert stored.version == 2
     assert len(stored.attempts) == 1
+
+
+async def test_a_cancel_request_joins_the_row_without_competing_with_its_worker(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    await add(uow, make("n-1"))
+    async with uow() as u:
+        worker = await u.notifications.get("tenant-a", "n-1")
+        worker.begin_attempt(at(1))
+        await u.notifications.save(worker)
+        await u.commit()
+
+    # A bulk cancel reaches it while the worker is sending.
+    async with uow() as u:
+        [swept] = await u.notifications.get_many("tenant-a", ["n-1"])
+        assert swept.request_cancel(at(2)) is False
+        await u.notifications.record_cancel_request(swept)
+        await u.commit()
+    async with uow() as u:
+        stored = await u.notifications.get("tenant-a", "n-1")
+    assert (stored.cancel_requested_at, stored.version) == (at(2), 2)
+
+    # The worker records its outcome from the copy it loaded before the request: accepted, and
+    # the request stays on the row.
+    worker.record_failure(
+        at(3),
+        provider="webhook",
+        error_class=ErrorClass.TRANSIENT,
+        message="timeout",
+        policy=RetryPolicy(),
+        random=lambda: 0.5,
+    )
+    assert worker.cancel_requested_at is None
+    async with uow() as u:
+        await u.notifications.save(worker)
+        await u.commit()
+    async with uow() as u:
+        stored = await u.notifications.get("tenant-a", "n-1")
+    assert (stored.status, stored.cancel_requested_at, stored.version) == (
+        Status.QUEUED,
+        at(2),
+        3,
+    )
+    # So the next claim cancels it instead of trying again.
+    assert stored.begin_attempt(stored.due_at) is None
+    assert stored.status is Status.CANCELLED
+
+    # A second request keeps the first time.
+    stored.cancel_requested_at = at(9)
+    async with uow() as u:
+        await u.notifications.record_cancel_request(stored)
+        await u.commit()
+    async with uow() as u:
+        assert (await u.notifications.get("tenant-a", "n-1")).cancel_requested_at == at(2)
 
 
 async def test_save_writes_every_change(uow: SqlUnitOfWorkFactory) -> None:
@@ -585,47 +638,6 @@ async def test_an_api_key_needs_an_existing_tenant_and_a_unique_hash(
     with pytest.raises(sa_exc.IntegrityError):
         async with uow() as u:
             await u.api_keys.add(ApiKeyRecord("k2", "tenant-a", "svc", False), key_hash, T0)
-
-
-# -- bulk jobs --------------------------------------------------------------------------------
-
-
-async def test_bulk_job_add_get_and_save(uow: SqlUnitOfWorkFactory) -> None:
-    job = BulkJob("job-1", "tenant-a", "svc-orders", "bulk-req", "fp", 3, 0, T0)
-    async with uow() as u:
-        assert await u.bulk_jobs.add(job) is True
-        assert (
-            await u.bulk_jobs.add(
-                BulkJob("job-2", "tenant-a", "svc-orders", "bulk-req", "fp2", 9, 0, T0)
-            )
-            is False
-        )
-        assert (
-            await u.bulk_jobs.add(
-                BulkJob("job-3", "tenant-b", "svc-orders", "bulk-req", "fp", 1, 0, T0)
-            )
-            is True
-        )
-        await u.commit()
-
-    async with uow() as u:
-        loaded = await u.bulk_jobs.get_by_request_id("tenant-a", "bulk-req")
-        assert loaded == job
-        assert loaded is not None
-        assert loaded.created_at.utcoffset() is not None
-        assert await u.bulk_jobs.get_by_request_id("tenant-a", "other") is None
-        assert (await u.bulk_jobs.get_by_request_id("tenant-b", "bulk-req")).id == "job-3"  # type: ignore[union-attr]
-
-        loaded.accepted_count = 2
-        loaded.recipient_count = 3
-        await u.bulk_jobs.save(loaded)
-        await u.commit()
-
-    async with uow() as u:
-        again = await u.bulk_jobs.get_by_request_id("tenant-a", "bulk-req")
-    assert again is not None
-    assert (again.recipient_count, again.accepted_count) == (3, 2)
-    assert again.request_fingerprint == "fp"
 
 
 # -- a bigger batch ---------------------------------------------------------------------------

@@ -248,3 +248,38 @@ def test_the_scan_reports_each_offending_file_and_line(tmp_path: Path) -> None:
         "domain/bad.py:3",
         "interfaces/grpc/servicer.py:4",
     ]
+
+
+# -- private names stay in their module -------------------------------------------------------
+
+
+def private_imports(source: str, relpath: str) -> list[tuple[int, str]]:
+    """Names with a leading underscore (not dunders) that a file takes from another module: a
+    module's private helpers are free to change; one another module needs is made public."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source, filename=relpath)):
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append((node.lineno, f"{node.module or '.'}.{alias.name}"))
+    return found
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    found = [
+        f"{path.relative_to(SRC).as_posix()}:{line}: {name}"
+        for path in source_files(SRC)
+        for line, name in private_imports(
+            path.read_text(encoding="utf-8"), path.relative_to(SRC).as_posix()
+        )
+    ]
+    assert not found, "private names imported from another module:\n" + "\n".join(found)
+
+
+def test_private_imports_on_a_synthetic_source() -> None:
+    source = (
+        "from __future__ import annotations\n"
+        "from a.b import _helper, public, __version__\n"
+        "def f():\n    from .c import _x as y\n"
+    )
+    assert private_imports(source, "interfaces/x.py") == [(2, "a.b._helper"), (4, "c._x")]

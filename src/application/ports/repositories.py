@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
-from domain.bulk_job import BulkJob
+from application.ports.notification_queries import NotificationQuery, StatsQuery, StatsReport
+from domain.bulk_job import BulkJob, BulkJobProgress, BulkJobRecipient
 from domain.notification import Address, Channel, Notification, Priority, Status
 from domain.policy import Category
 from domain.recipient import Recipient
@@ -70,7 +71,14 @@ class NotificationRepository(Protocol):
         ...
 
     async def save(self, notification: Notification) -> None:
-        """Write changes; a compare-and-set on ``version`` (ConcurrentUpdate if it moved)."""
+        """Write changes; a compare-and-set on ``version`` (ConcurrentUpdate if it moved). A
+        recorded cancel request is kept even if ``notification`` was loaded before it."""
+        ...
+
+    async def record_cancel_request(self, notification: Notification) -> None:
+        """Write ``notification.cancel_requested_at`` (if the row has none yet) and nothing
+        else, with no version check and without moving the version: the worker holding it
+        must still be able to record the outcome of its attempt."""
         ...
 
     async def count_unread(self, tenant_id: str, user_id: str) -> int: ...
@@ -87,6 +95,18 @@ class NotificationRepository(Protocol):
         self, tenant_id: str, query: DeadLetterQuery, limit: int, after: PageCursor | None
     ) -> list[Notification]:
         """FAILED notifications, most recently failed first."""
+        ...
+
+    async def list_page(
+        self, tenant_id: str, query: NotificationQuery, limit: int, after: PageCursor | None
+    ) -> list[Notification]:
+        """Up to ``limit`` of the tenant's notifications matching ``query``, newest first by
+        (created_at, id), those before ``after`` when given."""
+        ...
+
+    async def stats(self, tenant_id: str, query: StatsQuery) -> StatsReport:
+        """Figures per (channel, provider, category) and in total for the notifications
+        created in the query's window."""
         ...
 
     # -- the policy step --------------------------------------------------------------------
@@ -238,14 +258,71 @@ class CategoryRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class BulkJobCall:
+    """One BulkSend call: its request_id, what it asked (fingerprint), and where its
+    recipients are in the job (positions first_position .. first_position + count - 1)."""
+
+    tenant_id: str
+    request_id: str
+    job_id: str
+    request_fingerprint: str
+    first_position: int
+    count: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BulkJobRecipientView:
+    """A recipient of a job with the current status of their notification (None if refused)."""
+
+    recipient: BulkJobRecipient
+    status: Status | None = None
+    status_reason: str = ""
+
+
 class BulkJobRepository(Protocol):
-    async def add(self, job: BulkJob) -> bool:
-        """Insert. False (nothing written) if the tenant already used its request_id."""
+    async def get(self, tenant_id: str, job_id: str, *, for_update: bool = False) -> BulkJob | None:
+        """``for_update`` locks the row until the transaction ends: calls extending the job
+        take turns, so each gets its own positions."""
         ...
 
-    async def get_by_request_id(self, tenant_id: str, request_id: str) -> BulkJob | None: ...
+    async def add(self, job: BulkJob) -> bool:
+        """Insert. False (nothing written) if the tenant has a job with its id, or one created
+        with its request_id."""
+        ...
 
     async def save(self, job: BulkJob) -> None: ...
+
+    async def get_call(self, tenant_id: str, request_id: str) -> BulkJobCall | None: ...
+
+    async def add_call(self, call: BulkJobCall) -> bool:
+        """Record a call. False (nothing written) if the tenant already used its request_id."""
+        ...
+
+    async def add_recipients(
+        self, tenant_id: str, job_id: str, recipients: Sequence[BulkJobRecipient]
+    ) -> None:
+        """Record what became of a call's recipients (one write for all)."""
+        ...
+
+    async def recipients(
+        self, tenant_id: str, job_id: str, after_position: int, limit: int
+    ) -> list[BulkJobRecipientView]:
+        """By position, those after ``after_position`` (-1 for the first)."""
+        ...
+
+    async def progress(self, tenant_id: str, job_id: str) -> BulkJobProgress:
+        """How many recipients were refused, and how many notifications are in each status."""
+        ...
+
+    async def unsent_notification_ids(
+        self, tenant_id: str, job_id: str, after_id: str, limit: int
+    ) -> list[str]:
+        """Ids of the job's notifications a cancel still has to reach, by id, after
+        ``after_id``: those not handed to a provider yet (CANCELLABLE), and those being sent
+        or dead-lettered (the rest of UNSENT) whose cancel was not requested yet."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

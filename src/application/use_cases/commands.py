@@ -95,6 +95,15 @@ class BulkSendCommand:
     expires_at: datetime | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     fallback_channels: tuple[Channel, ...] = ()
+    # The job to add the recipients to: empty for a new job with a server-assigned id.
+    job_id: str = ""
+
+    def meaning(self) -> Any:
+        """Everything but the request_id: what must match for a retry to be a replay."""
+        recipients = [self.for_recipient(i).meaning() for i in range(len(self.recipients))]
+        # The bare list without a job id, so that fingerprints stored before jobs could be
+        # named or extended still match their retries.
+        return {"job_id": self.job_id, "recipients": recipients} if self.job_id else recipients
 
     def for_recipient(self, index: int) -> SendNotificationCommand:
         """The single send this bulk send makes for one recipient (its own derived request_id)."""

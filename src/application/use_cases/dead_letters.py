@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
 
 from application.ports.clock import Clock
 from application.ports.repositories import DeadLetterQuery, PageCursor, UnitOfWorkFactory
@@ -24,20 +23,6 @@ def _filters(query: DeadLetterQuery) -> dict[str, object]:
     return asdict(query)
 
 
-def encode_page_token(cursor: PageCursor, query: DeadLetterQuery) -> str:
-    return paging.encode_page_token({"at": cursor.at.isoformat(), "id": cursor.id}, _filters(query))
-
-
-def decode_page_token(token: str, query: DeadLetterQuery) -> PageCursor | None:
-    position = paging.decode_page_token(token, _filters(query))
-    if position is None:
-        return None
-    try:
-        return PageCursor(datetime.fromisoformat(position["at"]), str(position["id"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValidationFailed.single("page_token", "is not a token this API issued") from error
-
-
 class ListDeadLetters:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
@@ -54,16 +39,12 @@ class ListDeadLetters:
         ):
             raise ValidationFailed.single("end_time", "must be after start_time")
         size = page_size or DEFAULT_PAGE_SIZE
-        after = decode_page_token(page_token, query)
+        filters = _filters(query)
+        after = paging.decode_cursor(page_token, filters)
         async with self._uow() as uow:
             # One extra row tells whether another page follows.
             found = await uow.notifications.list_failed(principal.tenant_id, query, size + 1, after)
-        page = found[:size]
-        token = ""
-        if len(found) > size:
-            last = page[-1]
-            token = encode_page_token(PageCursor(last.updated_at, last.id), query)
-        return page, token
+        return paging.cursor_page(found, size, lambda n: PageCursor(n.updated_at, n.id), filters)
 
 
 class ReplayDeadLetters:

@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from application.ports.clock import Clock
 from application.ports.inbox_notifier import InboxNotifier
-from application.ports.repositories import InboxEventKind, UnitOfWorkFactory
+from application.ports.repositories import InboxEventKind, UnitOfWork, UnitOfWorkFactory
 from application.principal import Principal
 from application.use_cases.id_lists import distinct_ids, load_all
 from domain.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
+
+
+async def log_reads(
+    uow: UnitOfWork, tenant_id: str, read_by_user: Mapping[str, Sequence[str]], now: datetime
+) -> None:
+    """One NOTIFICATIONS_READ event per user whose inbox changed, in the transaction of the
+    change. Users in sorted order: two transactions spanning the same users lock their heads
+    in the same order, so they cannot deadlock."""
+    for user_id in sorted(read_by_user):
+        await uow.inbox.append(
+            tenant_id,
+            user_id,
+            InboxEventKind.NOTIFICATIONS_READ,
+            now,
+            read_ids=read_by_user[user_id],
+        )
+
+
+async def wake_inboxes(
+    notifier: InboxNotifier | None, tenant_id: str, user_ids: Iterable[str]
+) -> None:
+    """After the commit: tell the users' open streams to look."""
+    if notifier is None:
+        return
+    for user_id in sorted(user_ids):
+        try:
+            await notifier.publish(tenant_id, user_id)
+        except Exception:
+            # Streams also poll: a lost wake-up delays an event, it does not lose it.
+            log.warning("could not wake the inbox streams of %s", user_id, exc_info=True)
 
 
 class MarkAsRead:
@@ -35,30 +65,10 @@ class MarkAsRead:
                 if n.mark_read(now):
                     read_by_user.setdefault(n.user_id, []).append(n.id)
                     await uow.notifications.save(n)
-            # One event per user whose inbox changed, in the same transaction as the change.
-            # Users in sorted order: two calls spanning the same users lock their heads in the
-            # same order, so they cannot deadlock.
-            for user_id in sorted(read_by_user):
-                await uow.inbox.append(
-                    principal.tenant_id,
-                    user_id,
-                    InboxEventKind.NOTIFICATIONS_READ,
-                    now,
-                    read_ids=read_by_user[user_id],
-                )
+            await log_reads(uow, principal.tenant_id, read_by_user, now)
             await uow.commit()
-        for user_id in sorted(read_by_user):
-            await self._wake(principal.tenant_id, user_id)
+        await wake_inboxes(self._inbox_notifier, principal.tenant_id, read_by_user)
         return sum(len(read) for read in read_by_user.values())
-
-    async def _wake(self, tenant_id: str, user_id: str) -> None:
-        if self._inbox_notifier is None:
-            return
-        try:
-            await self._inbox_notifier.publish(tenant_id, user_id)
-        except Exception:
-            # Streams also poll: a lost wake-up delays an event, it does not lose it.
-            log.warning("could not wake the inbox streams of %s", user_id, exc_info=True)
 
 
 class GetUnreadCount:

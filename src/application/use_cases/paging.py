@@ -6,9 +6,11 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from application.fingerprint import fingerprint
+from application.ports.repositories import PageCursor
 from domain.errors import ValidationFailed
 
 T = TypeVar("T")
@@ -70,4 +72,31 @@ def name_page(
     ``size``: that row tells whether another page follows."""
     page = list(found[:size])
     token = encode_page_token({"after": name(page[-1])}, request) if len(found) > size else ""
+    return page, token
+
+
+# Listings ordered by a time, newest first, page by the (time, id) of the last row returned.
+
+
+def encode_cursor(cursor: PageCursor, request: Any) -> str:
+    return encode_page_token({"at": cursor.at.isoformat(), "id": cursor.id}, request)
+
+
+def decode_cursor(page_token: str, request: Any) -> PageCursor | None:
+    """The (time, id) the requested page starts after (None for the first page)."""
+    position = decode_page_token(page_token, request)
+    if position is None:
+        return None
+    try:
+        return PageCursor(datetime.fromisoformat(position["at"]), str(position["id"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValidationFailed.single("page_token", "is not a token this API issued") from error
+
+
+def cursor_page(
+    found: Sequence[T], size: int, cursor: Callable[[T], PageCursor], request: Any
+) -> tuple[list[T], str]:
+    """As name_page, for listings paged by a PageCursor."""
+    page = list(found[:size])
+    token = encode_cursor(cursor(page[-1]), request) if len(found) > size else ""
     return page, token

@@ -9,6 +9,7 @@ from domain.notification.attempt import (
     ErrorClass,
 )
 from domain.notification.decision import Decision, Verdict
+from domain.notification.engagement import REPORT_CLOCK_SKEW, EngagementAction
 from domain.notification.notification import (
     ERASED_REASON,
     MAX_REQUEST_ID_CHARS,
@@ -19,16 +20,29 @@ from domain.notification.notification import (
 )
 from domain.notification.retry_policy import RetryPolicy
 from domain.notification.route import Route
-from domain.notification.status import SETTLED, TERMINAL, TRANSITIONS, Status, can_transition
+from domain.notification.status import (
+    CANCELLABLE,
+    PROVIDER_ACCEPTED,
+    SETTLED,
+    TERMINAL,
+    TRANSITIONS,
+    UNSENT,
+    Status,
+    can_transition,
+)
 from domain.notification.values import Channel, Content, Priority, Rendered, TemplateRef
 
 __all__ = [
     "ADDRESS_KIND_BY_CHANNEL",
+    "CANCELLABLE",
     "ERASED_REASON",
     "MAX_REQUEST_ID_CHARS",
+    "PROVIDER_ACCEPTED",
+    "REPORT_CLOCK_SKEW",
     "SETTLED",
     "TERMINAL",
     "TRANSITIONS",
+    "UNSENT",
     "Address",
     "AddressRejection",
     "AttemptOutcome",
@@ -37,6 +51,7 @@ __all__ = [
     "Decision",
     "DeliveryAttempt",
     "DeliveryResult",
+    "EngagementAction",
     "ErrorClass",
     "NewNotification",
     "Notification",

@@ -6,13 +6,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from domain.errors import IllegalTransition, PreconditionFailed, Violations
+from domain.errors import IllegalTransition, PreconditionFailed, ValidationFailed, Violations
 from domain.notification.address import ADDRESS_KIND_BY_CHANNEL, Address
 from domain.notification.attempt import AttemptOutcome, DeliveryAttempt, DeliveryResult, ErrorClass
 from domain.notification.decision import Decision, Verdict
+from domain.notification.engagement import REPORT_CLOCK_SKEW, EngagementAction
 from domain.notification.retry_policy import RetryPolicy
 from domain.notification.route import Route
-from domain.notification.status import SETTLED, Status, can_transition
+from domain.notification.status import (
+    CANCELLABLE,
+    PROVIDER_ACCEPTED,
+    SETTLED,
+    UNSENT,
+    Status,
+    can_transition,
+)
 from domain.notification.values import (
     MAX_BODY_CHARS,
     MAX_CATEGORY_CHARS,
@@ -28,7 +36,16 @@ from domain.notification.values import (
 
 MAX_REQUEST_ID_CHARS = 128
 REPLAY_REASON = "replayed from the dead-letter queue"
+CANCELLED_REASON = "cancelled by caller"
 ERASED_REASON = "recipient deleted: personal data erased"
+
+# The status an engagement moves a notification on to, if it is not there or beyond already.
+_ENGAGEMENT_STATUS: dict[EngagementAction, Status | None] = {
+    EngagementAction.DELIVERED: Status.DELIVERED,
+    EngagementAction.OPENED: Status.READ,
+    EngagementAction.CLICKED: Status.READ,
+    EngagementAction.DISMISSED: None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +180,11 @@ class Notification:
     fallbacks: list[Route] = field(default_factory=list)
     history: list[StatusChange] = field(default_factory=list)
     attempts: list[DeliveryAttempt] = field(default_factory=list)
+    # The first time of each thing the recipient did with it (as they reported it).
+    engagements: dict[EngagementAction, datetime] = field(default_factory=dict)
+    # When a cancel reached it while it was being sent or dead-lettered (those cannot be
+    # cancelled outright): from then on it is never tried again.
+    cancel_requested_at: datetime | None = None
     # Optimistic-concurrency version, owned by the repository: a stale writer's save fails.
     version: int = 0
 
@@ -256,6 +278,26 @@ class Notification:
         return None
 
     @property
+    def accepted_attempt(self) -> DeliveryAttempt | None:
+        """The attempt a provider accepted, once one did (its provider and end time say who
+        took it and when)."""
+        if self.status not in PROVIDER_ACCEPTED:
+            return None
+        for a in reversed(self.attempts):
+            if a.outcome is AttemptOutcome.ACCEPTED:
+                return a
+        return None
+
+    @property
+    def last_provider(self) -> str:
+        """The provider of the latest attempt on the current channel that named one: the one
+        that accepted it, else the one that failed it last ("" when none was tried)."""
+        for a in reversed(self.attempts):
+            if a.provider and a.channel in ("", self.channel.value):
+                return a.provider
+        return ""
+
+    @property
     def is_settled(self) -> bool:
         return self.status in SETTLED
 
@@ -281,6 +323,12 @@ class Notification:
         already used up by workers that died mid-attempt (it is then FAILED: dead-lettered)."""
         if self.status not in (Status.QUEUED, Status.SENDING):
             raise IllegalTransition(f"notification {self.id}", self.status, Status.SENDING)
+        if self.cancel_requested_at is not None:
+            # Queued again by a worker that had loaded it before the request, or rescued
+            # from one that vanished mid-attempt: either way, no further try.
+            self._abandon_open_attempt(now)
+            self._move(Status.CANCELLED, now, f"{CANCELLED_REASON} while it was being sent")
+            return None
         if self.is_expired(now):
             self._abandon_open_attempt(now)
             self._move(Status.EXPIRED, now, "expires_at passed before it could be sent")
@@ -346,6 +394,17 @@ class Notification:
             error_class=error_class,
             error_message=message,
         )
+        if self.cancel_requested_at is not None and (
+            not permanent or (self.fallbacks and self.pinned_provider is None)
+        ):
+            # Cancelled while this attempt was out: it failed, so nothing went out, and
+            # neither a retry nor the next channel of the chain may send it now.
+            self._move(
+                Status.CANCELLED,
+                now,
+                f"{CANCELLED_REASON} while it was being sent; not retried after: {message}",
+            )
+            return
         if permanent:
             # After an unanswered request the first channel may already have delivered it:
             # going on to the next channel could reach the recipient twice.
@@ -370,9 +429,26 @@ class Notification:
     def cancel(self, now: datetime) -> None:
         if self.status is Status.CANCELLED:
             return
-        if self.status not in (Status.PENDING, Status.QUEUED):
+        if self.status not in CANCELLABLE:
             raise IllegalTransition(f"notification {self.id}", self.status, Status.CANCELLED)
-        self._move(Status.CANCELLED, now, "cancelled by caller")
+        self._move(Status.CANCELLED, now, CANCELLED_REASON)
+
+    def request_cancel(self, now: datetime) -> bool:
+        """Cancel it if no provider has it yet (returns True); if it is being sent or is a
+        dead letter, keep the request: a failed attempt then ends CANCELLED instead of being
+        retried, and a replay is refused (a success still ends SENT: it went out). Repeats
+        keep the first request. One already sent or settled otherwise: IllegalTransition."""
+        if self.status is Status.CANCELLED:
+            return False
+        if self.status not in UNSENT:
+            raise IllegalTransition(f"notification {self.id}", self.status, Status.CANCELLED)
+        if self.status in CANCELLABLE:
+            self.cancel(now)
+            return True
+        if self.cancel_requested_at is None:
+            # Not a status change, and updated_at stays: it orders the dead-letter listing.
+            self.cancel_requested_at = now
+        return False
 
     def expire(self, now: datetime) -> None:
         if not self.is_expired(now):
@@ -384,6 +460,12 @@ class Notification:
         """Queue a dead letter again, now, with a fresh retry budget; id and history stay."""
         if self.status is not Status.FAILED:
             raise IllegalTransition(f"notification {self.id}", self.status, "replayed")
+        if self.cancel_requested_at is not None:
+            raise PreconditionFailed(
+                f"notification {self.id}",
+                "its cancel was requested (its bulk job was cancelled); it is not sent again",
+                reason="CANCEL_REQUESTED",
+            )
         if self.is_expired(now):
             raise PreconditionFailed(
                 f"notification {self.id}", "its expires_at has passed; it can no longer be sent"
@@ -402,7 +484,7 @@ class Notification:
         if self.status is Status.SENDING:
             raise IllegalTransition(f"notification {self.id}", self.status, "erased")
         cancelled = False
-        if self.status in (Status.PENDING, Status.QUEUED):
+        if self.status in CANCELLABLE:
             self._move(Status.CANCELLED, now, ERASED_REASON)
             cancelled = True
         if self.address is not None:
@@ -430,6 +512,34 @@ class Notification:
         if self.status is Status.READ:
             return False
         self._move(Status.READ, now)
+        return True
+
+    def engage(self, action: EngagementAction, at: datetime, now: datetime) -> bool:
+        """Record that the recipient did ``action`` at ``at`` (their clock); a delivery receipt
+        makes a SENT notification DELIVERED, an open or click makes it READ. Each action counts
+        once: a repeat returns False and keeps the first time. Only for a notification a
+        provider accepted (PreconditionFailed NOT_SENT otherwise), at a time not before it was
+        created (ValidationFailed on event_time; up to REPORT_CLOCK_SKEW early is tolerated)."""
+        if self.status not in PROVIDER_ACCEPTED:
+            raise PreconditionFailed(
+                f"notification {self.id}",
+                f"is {self.status}; only a notification a provider accepted (SENT, DELIVERED or"
+                " READ) can be engaged with",
+                reason="NOT_SENT",
+            )
+        if at < self.created_at - REPORT_CLOCK_SKEW:
+            raise ValidationFailed.single(
+                "event_time",
+                f"is before the notification was created ({self.created_at.isoformat()})",
+            )
+        if action in self.engagements:
+            return False
+        self.engagements[action] = at
+        self.updated_at = now
+        target = _ENGAGEMENT_STATUS[action]
+        # Receipts arrive out of order (an open before the delivery receipt): never step back.
+        if target is not None and can_transition(self.status, target):
+            self._move(target, now, f"engagement reported: {action}")
         return True
 
     # -- internals ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tenants, API keys and bulk jobs in Postgres."""
+"""Tenants and API keys in Postgres."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.ports.repositories import ApiKeyRecord, Tenant
-from domain.bulk_job import BulkJob
-from infrastructure.persistence.tables import api_keys, bulk_jobs, tenants
+from infrastructure.persistence.tables import api_keys, tenants
 
 
 class SqlTenantRepository:
@@ -81,59 +80,4 @@ class SqlApiKeyRepository:
                 created_at=now,
                 revoked_at=now if record.revoked else None,
             )
-        )
-
-
-class SqlBulkJobRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._conn = connection
-
-    async def add(self, job: BulkJob) -> bool:
-        stmt = (
-            insert(bulk_jobs)
-            .values(
-                job_id=job.id,
-                tenant_id=job.tenant_id,
-                caller_service=job.caller,
-                request_id=job.request_id,
-                request_fingerprint=job.request_fingerprint,
-                recipient_count=job.recipient_count,
-                accepted_count=job.accepted_count,
-                created_at=job.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=[bulk_jobs.c.tenant_id, bulk_jobs.c.request_id])
-            .returning(bulk_jobs.c.job_id)
-        )
-        return (await self._conn.execute(stmt)).scalar_one_or_none() is not None
-
-    async def get_by_request_id(self, tenant_id: str, request_id: str) -> BulkJob | None:
-        row = (
-            (
-                await self._conn.execute(
-                    sa.select(bulk_jobs).where(
-                        bulk_jobs.c.tenant_id == tenant_id, bulk_jobs.c.request_id == request_id
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if row is None:
-            return None
-        return BulkJob(
-            id=row["job_id"],
-            tenant_id=row["tenant_id"],
-            caller=row["caller_service"],
-            request_id=row["request_id"],
-            request_fingerprint=row["request_fingerprint"],
-            recipient_count=row["recipient_count"],
-            accepted_count=row["accepted_count"],
-            created_at=row["created_at"],
-        )
-
-    async def save(self, job: BulkJob) -> None:
-        await self._conn.execute(
-            sa.update(bulk_jobs)
-            .where(bulk_jobs.c.job_id == job.id)
-            .values(recipient_count=job.recipient_count, accepted_count=job.accepted_count)
         )

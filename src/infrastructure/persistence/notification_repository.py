@@ -11,9 +11,22 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.errors import ConcurrentUpdate
+from application.ports.notification_queries import (
+    DeliveryStats,
+    NotificationQuery,
+    StatsQuery,
+    StatsReport,
+)
 from application.ports.repositories import DeadLetterQuery, PageCursor, QueueEntry
 from domain.errors import NotFound
-from domain.notification import Channel, Notification, Priority, Status
+from domain.notification import (
+    PROVIDER_ACCEPTED,
+    Channel,
+    EngagementAction,
+    Notification,
+    Priority,
+    Status,
+)
 from infrastructure.persistence.notification_rows import from_row, to_row
 from infrastructure.persistence.tables import notifications as t
 from infrastructure.persistence.tables import request_aliases
@@ -35,6 +48,12 @@ _UPDATE = (
     .values(
         {
             **{c.name: sa.bindparam(c.name, type_=c.type) for c in t.c if c.name not in _IMMUTABLE},
+            # A cancel request joins the row without moving its version (see
+            # record_cancel_request): a writer that loaded the row before it must keep it.
+            "cancel_requested_at": sa.func.coalesce(
+                t.c.cancel_requested_at,
+                sa.bindparam("cancel_requested_at", type_=t.c.cancel_requested_at.type),
+            ),
             "version": t.c.version + 1,
         }
     )
@@ -134,6 +153,19 @@ class SqlNotificationRepository:
             raise ConcurrentUpdate("notification", notification.id)
         notification.version += 1
 
+    async def record_cancel_request(self, notification: Notification) -> None:
+        if notification.cancel_requested_at is None:
+            return
+        await self._conn.execute(
+            sa.update(t)
+            .where(
+                t.c.tenant_id == notification.tenant_id,
+                t.c.id == notification.id,
+                t.c.cancel_requested_at.is_(None),
+            )
+            .values(cancel_requested_at=notification.cancel_requested_at)
+        )
+
     async def count_unread(self, tenant_id: str, user_id: str) -> int:
         stmt = sa.select(sa.func.count()).where(
             t.c.tenant_id == tenant_id,
@@ -190,6 +222,52 @@ class SqlNotificationRepository:
         )
         rows = (await self._conn.execute(stmt)).mappings().all()
         return [from_row(r) for r in rows]
+
+    async def list_page(
+        self, tenant_id: str, query: NotificationQuery, limit: int, after: PageCursor | None
+    ) -> list[Notification]:
+        # Each filter is an equality or a range on an indexed column, and the order matches
+        # the (tenant_id, [filter], created_at, id) indexes: a page is an index range scan
+        # read backwards, with no sort, however many rows the tenant has.
+        conditions = [t.c.tenant_id == tenant_id]
+        if query.user_id:
+            conditions.append(t.c.user_id == query.user_id)
+        if query.statuses:
+            conditions.append(t.c.status.in_(sorted(s.value for s in query.statuses)))
+        if query.channel is not None:
+            conditions.append(t.c.channel == query.channel.value)
+        if query.category:
+            conditions.append(t.c.category == query.category)
+        if query.priority is not None:
+            conditions.append(t.c.priority == int(query.priority))
+        if query.caller_service:
+            conditions.append(t.c.caller_service == query.caller_service)
+        if query.created_from is not None:
+            conditions.append(t.c.created_at >= query.created_from)
+        if query.created_before is not None:
+            conditions.append(t.c.created_at < query.created_before)
+        if after is not None:
+            conditions.append(sa.tuple_(t.c.created_at, t.c.id) < sa.tuple_(after.at, after.id))
+        stmt = (
+            sa.select(t)
+            .where(*conditions)
+            .order_by(t.c.created_at.desc(), t.c.id.desc())
+            .limit(limit)
+        )
+        rows = (await self._conn.execute(stmt)).mappings().all()
+        return [from_row(r) for r in rows]
+
+    async def stats(self, tenant_id: str, query: StatsQuery) -> StatsReport:
+        rows = (await self._conn.execute(_stats_statement(tenant_id, query))).mappings().all()
+        groups: list[DeliveryStats] = []
+        total = DeliveryStats(None, "", "")
+        for row in rows:
+            if row["is_total"]:
+                total = _stats_from_row(row, None, "", "")
+            else:
+                channel = Channel(row["channel"])
+                groups.append(_stats_from_row(row, channel, row["provider"], row["category"]))
+        return StatsReport(groups, total)
 
     # -- the policy step --------------------------------------------------------------------
 
@@ -280,3 +358,72 @@ class SqlNotificationRepository:
             .limit(limit)
         )
         return list((await self._conn.execute(stmt)).scalars().all())
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+_ACCEPTED = tuple(s.value for s in PROVIDER_ACCEPTED)
+_PERCENTILES = (0.5, 0.95, 0.99)
+
+
+def _stats_statement(tenant_id: str, query: StatsQuery) -> sa.Select[Any]:
+    """One pass over the window (the tenant_created index) grouped by channel, provider and
+    category, plus the total as a second grouping set of the same scan."""
+    accepted = t.c.status.in_(_ACCEPTED)
+    # Due at its schedule time, or at creation when it had none or one already past.
+    due = sa.func.greatest(t.c.created_at, t.c.scheduled_at)
+    latency_ms = sa.cast(sa.extract("epoch", t.c.sent_at - due) * 1000, sa.Float)
+    opened = t.c.engagements.has_key(EngagementAction.OPENED.value)
+    clicked = t.c.engagements.has_key(EngagementAction.CLICKED.value)
+    provider = sa.func.coalesce(t.c.provider, sa.literal_column("''"))
+    channel, category = t.c.channel, t.c.category
+    conditions = [
+        t.c.tenant_id == tenant_id,
+        t.c.created_at >= query.start,
+        t.c.created_at < query.end,
+    ]
+    if query.channel is not None:
+        conditions.append(t.c.channel == query.channel.value)
+    if query.category:
+        conditions.append(t.c.category == query.category)
+
+    def count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        return sa.func.count().filter(condition)
+
+    return (
+        sa.select(
+            channel.label("channel"),
+            provider.label("provider"),
+            category.label("category"),
+            sa.func.grouping(channel, provider, category).label("is_total"),
+            *(count_where(t.c.status == s.value).label(s.value) for s in Status),
+            sa.func.percentile_cont(sa.literal(list(_PERCENTILES), sa.ARRAY(sa.Float)))
+            .within_group(latency_ms)
+            .filter(accepted & t.c.sent_at.is_not(None))
+            .label("latencies"),
+            count_where(accepted & (opened | clicked | (t.c.status == Status.READ.value))).label(
+                "opened"
+            ),
+            count_where(accepted & clicked).label("clicked"),
+        )
+        .where(*conditions)
+        .group_by(sa.func.grouping_sets(sa.tuple_(channel, provider, category), sa.tuple_()))
+        .order_by(sa.literal_column("is_total"), channel, provider, category)
+    )
+
+
+def _stats_from_row(
+    row: sa.RowMapping, channel: Channel | None, provider: str, category: str
+) -> DeliveryStats:
+    latencies = row["latencies"] or [0.0] * len(_PERCENTILES)
+    return DeliveryStats(
+        channel=channel,
+        provider=provider,
+        category=category,
+        status_counts={s: row[s.value] for s in Status if row[s.value]},
+        latency_p50_ms=float(latencies[0] or 0.0),
+        latency_p95_ms=float(latencies[1] or 0.0),
+        latency_p99_ms=float(latencies[2] or 0.0),
+        opened_count=row["opened"],
+        clicked_count=row["clicked"],
+    )

@@ -13,6 +13,7 @@ from domain.notification import (
     Channel,
     Content,
     DeliveryAttempt,
+    EngagementAction,
     ErrorClass,
     Notification,
     Priority,
@@ -51,6 +52,14 @@ def attempts_to_json(attempts: list[DeliveryAttempt]) -> list[dict[str, Any]]:
     ]
 
 
+def engagements_to_json(engagements: dict[EngagementAction, datetime]) -> dict[str, str]:
+    return {action.value: at.isoformat() for action, at in engagements.items()}
+
+
+def engagements_from_json(items: dict[str, str]) -> dict[EngagementAction, datetime]:
+    return {EngagementAction(action): datetime.fromisoformat(at) for action, at in items.items()}
+
+
 def fallbacks_to_json(routes: list[Route]) -> list[dict[str, Any]]:
     return [
         {
@@ -79,6 +88,9 @@ def fallbacks_from_json(items: list[dict[str, Any]]) -> list[Route]:
 
 def to_row(n: Notification) -> dict[str, Any]:
     """Every column but ``version`` (the repository manages it)."""
+    # Denormalised from the attempts so statistics need not unpack them: who handled it last
+    # on its channel (accepted or failed it), and when a provider accepted it.
+    accepted = n.accepted_attempt
     return {
         "id": n.id,
         "tenant_id": n.tenant_id,
@@ -112,6 +124,10 @@ def to_row(n: Notification) -> dict[str, Any]:
         "history": history_to_json(n.history),
         "attempts": attempts_to_json(n.attempts),
         "fallbacks": fallbacks_to_json(n.fallbacks),
+        "engagements": engagements_to_json(n.engagements),
+        "provider": n.last_provider or None,
+        "sent_at": accepted.finished_at if accepted is not None else None,
+        "cancel_requested_at": n.cancel_requested_at,
     }
 
 
@@ -162,5 +178,7 @@ def from_row(row: RowMapping) -> Notification:
             for a in row["attempts"]
         ],
         fallbacks=fallbacks_from_json(row["fallbacks"]),
+        engagements=engagements_from_json(row["engagements"]),
+        cancel_requested_at=row["cancel_requested_at"],
         version=row["version"],
     )

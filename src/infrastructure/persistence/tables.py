@@ -120,15 +120,53 @@ request_aliases = sa.Table(
 bulk_jobs = sa.Table(
     "bulk_jobs",
     metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
     sa.Column("job_id", sa.Text, primary_key=True),
-    sa.Column("tenant_id", sa.Text, nullable=False),
     sa.Column("caller_service", sa.Text, nullable=False),
+    # The call that created the job; every call (this one too) is in bulk_job_calls.
     sa.Column("request_id", sa.Text, nullable=False),
     sa.Column("request_fingerprint", sa.Text, nullable=False),
+    sa.Column("channel", sa.Text, nullable=False, server_default=""),
+    sa.Column("category", sa.Text, nullable=False, server_default=""),
+    sa.Column("state", sa.Text, nullable=False, server_default="RUNNING"),
+    sa.Column("call_count", sa.Integer, nullable=False, server_default="1"),
+    # Recipients named over all calls: also the next call's first position.
     sa.Column("recipient_count", sa.Integer, nullable=False),
     sa.Column("accepted_count", sa.Integer, nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("cancelled_at", TS, nullable=True),
     sa.UniqueConstraint("tenant_id", "request_id"),
+)
+
+# One row per BulkSend call: its request_id makes the call idempotent, whichever job it added to.
+bulk_job_calls = sa.Table(
+    "bulk_job_calls",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("request_fingerprint", sa.Text, nullable=False),
+    sa.Column("first_position", sa.Integer, nullable=False),
+    sa.Column("recipient_count", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+# What became of each recipient of a job, refused ones included (they have no notification).
+bulk_job_recipients = sa.Table(
+    "bulk_job_recipients",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("call_index", sa.Integer, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("notification_id", sa.Text, nullable=True),
+    sa.Column("deduplicated", sa.Boolean, nullable=False),
+    sa.Column("refusal_code", sa.Text, nullable=True),
+    sa.Column("refusal_field", sa.Text, nullable=True),
+    sa.Column("refusal_description", sa.Text, nullable=True),
 )
 
 notifications = sa.Table(
@@ -169,9 +207,41 @@ notifications = sa.Table(
     # The rest of the fallback chain: [{"channel", "address_kind", "address_value", "title",
     # "body", "html", "data"}]
     sa.Column("fallbacks", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    # {"OPENED": iso time, ...}: the first time of each action the recipient took.
+    sa.Column("engagements", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    # For statistics: the provider of the latest attempt on its channel that named one (the
+    # one that accepted it, else the one that failed it), and when a provider accepted it.
+    sa.Column("provider", sa.Text, nullable=True),
+    sa.Column("sent_at", TS, nullable=True),
+    # A cancel that reached it while it was being sent or dead-lettered: never cleared.
+    sa.Column("cancel_requested_at", TS, nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.UniqueConstraint("tenant_id", "request_id"),
-    sa.Index("ix_notifications_tenant_user_created", "tenant_id", "user_id", "created_at"),
+    # ListNotifications pages newest first by (created_at, id), within the tenant or within one
+    # of its selective filters; each index serves one filter with no sort.
+    sa.Index("ix_notifications_tenant_created", "tenant_id", "created_at", "id"),
+    sa.Index("ix_notifications_tenant_user_created", "tenant_id", "user_id", "created_at", "id"),
+    sa.Index("ix_notifications_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+    sa.Index(
+        "ix_notifications_tenant_category_created", "tenant_id", "category", "created_at", "id"
+    ),
+    sa.Index(
+        "ix_notifications_tenant_caller_created",
+        "tenant_id",
+        "caller_service",
+        "created_at",
+        "id",
+    ),
+    sa.Index("ix_notifications_tenant_channel_created", "tenant_id", "channel", "created_at", "id"),
+    sa.Index(
+        "ix_notifications_tenant_priority_created", "tenant_id", "priority", "created_at", "id"
+    ),
+    sa.Index(
+        "ix_notifications_bulk_job",
+        "tenant_id",
+        "bulk_job_id",
+        postgresql_where=sa.text("bulk_job_id IS NOT NULL"),
+    ),
     # Frequency caps count a recipient's notifications of a category around a due time.
     sa.Index("ix_notifications_caps", "tenant_id", "user_id", "category", "due_at"),
     sa.Index(

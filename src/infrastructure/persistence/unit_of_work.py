@@ -21,10 +21,10 @@ from application.ports.repositories import (
     TenantRepository,
 )
 from domain.errors import ValidationFailed
+from infrastructure.persistence.bulk_job_repository import SqlBulkJobRepository
 from infrastructure.persistence.category_repository import SqlCategoryRepository
 from infrastructure.persistence.directory_repositories import (
     SqlApiKeyRepository,
-    SqlBulkJobRepository,
     SqlTenantRepository,
 )
 from infrastructure.persistence.inbox_repository import SqlInboxEventRepository

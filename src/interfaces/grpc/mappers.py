@@ -25,6 +25,7 @@ from domain.notification import (
     AttemptOutcome,
     Channel,
     Content,
+    EngagementAction,
     Notification,
     Priority,
     Status,
@@ -53,9 +54,14 @@ STATUS_TO_PB: dict[Status, int] = {
 OUTCOME_TO_PB: dict[AttemptOutcome, int] = {
     o: pb.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{o.value}") for o in AttemptOutcome
 }
+ENGAGEMENT_TO_PB: dict[EngagementAction, int] = {
+    a: pb.EngagementAction.Value(f"ENGAGEMENT_ACTION_{a.value}") for a in EngagementAction
+}
 
 
-def _channel(value: int, v: Violations) -> Channel:
+def channel_from_pb(value: int, v: Violations) -> Channel:
+    """A required ``channel`` field; unset or unknown adds a violation (and returns a stand-in
+    so the other fields are still checked)."""
     if value == pb.CHANNEL_UNSPECIFIED:
         v.add("channel", "required: one of EMAIL, SMS, PUSH, WEBHOOK, IN_APP")
     elif value not in CHANNELS:
@@ -103,7 +109,9 @@ def struct_to_dict(struct: Struct, field: str = "variables") -> dict[str, Any]:
         ) from error
 
 
-def _time(message: Any, field: str, v: Violations) -> datetime | None:
+def time_from_pb(message: Any, field: str, v: Violations) -> datetime | None:
+    """An optional Timestamp ``field`` as an aware UTC datetime (None when unset); one out of
+    range adds a violation naming the field."""
     if not message.HasField(field):
         return None
     ts: Timestamp = getattr(message, field)
@@ -140,10 +148,10 @@ def _template(message: Any) -> TemplateInput | None:
 
 def send_command(request: svc.SendNotificationRequest) -> SendNotificationCommand:
     v = Violations()
-    channel = _channel(request.channel, v)
+    channel = channel_from_pb(request.channel, v)
     priority = _priority(request.priority, v)
-    scheduled_at = _time(request, "schedule_time", v)
-    expires_at = _time(request, "expire_time", v)
+    scheduled_at = time_from_pb(request, "schedule_time", v)
+    expires_at = time_from_pb(request, "expire_time", v)
     address = _address(request)
     if address is not None and not address.kind:
         v.add("address", "set one of email, phone, device_token, webhook_url")
@@ -167,14 +175,15 @@ def send_command(request: svc.SendNotificationRequest) -> SendNotificationComman
 
 def bulk_command(request: svc.BulkSendRequest) -> BulkSendCommand:
     v = Violations()
-    channel = _channel(request.channel, v)
+    channel = channel_from_pb(request.channel, v)
     priority = _priority(request.priority, v)
-    scheduled_at = _time(request, "schedule_time", v)
-    expires_at = _time(request, "expire_time", v)
+    scheduled_at = time_from_pb(request, "schedule_time", v)
+    expires_at = time_from_pb(request, "expire_time", v)
     fallbacks = _fallback_channels(request.fallback_channels, v)
     v.raise_if_any()
     return BulkSendCommand(
         request_id=request.request_id,
+        job_id=request.job_id,
         channel=channel,
         priority=priority,
         category=request.category,
@@ -257,6 +266,12 @@ def notification_to_pb(n: Notification) -> pb.Notification:
             for a in n.attempts
         ],
         fallback_channels=[CHANNELS_TO_PB[r.channel] for r in n.fallbacks],  # type: ignore[misc]
+        engagements=[
+            pb.Engagement(action=ENGAGEMENT_TO_PB[action], time=timestamp(at))  # type: ignore[arg-type]
+            for action, at in sorted(
+                n.engagements.items(), key=lambda e: (e[1], ENGAGEMENT_TO_PB[e[0]])
+            )
+        ],
     )
     if n.address is not None:
         setattr(message.address, n.address.kind, n.address.value)
@@ -291,9 +306,9 @@ def dead_letter_query(request: svc.ListDeadLettersRequest) -> DeadLetterQuery:
     v = Violations()
     channel = None
     if request.channel != pb.CHANNEL_UNSPECIFIED:
-        channel = _channel(request.channel, v)
-    failed_from = _time(request, "start_time", v)
-    failed_before = _time(request, "end_time", v)
+        channel = channel_from_pb(request.channel, v)
+    failed_from = time_from_pb(request, "start_time", v)
+    failed_before = time_from_pb(request, "end_time", v)
     v.raise_if_any()
     return DeadLetterQuery(
         channel=channel,

@@ -4,7 +4,8 @@ The repositories behave like the Postgres ones where it matters to a use case:
 - every load returns a copy, so mutating an aggregate changes nothing until it is saved;
 - writes are held in the unit of work and reach the database only on commit (rollback otherwise);
 - (tenant, request_id) is unique for notifications and bulk jobs (add returns False);
-- save is a compare-and-set on ``version`` and raises ConcurrentUpdate when it moved.
+- save is a compare-and-set on ``version`` and raises ConcurrentUpdate when it moved; a cancel
+  request recorded meanwhile (record_cancel_request: no version check, no new version) stays.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from application.errors import ConcurrentUpdate, Unavailable
+from application.ports.notification_queries import NotificationQuery, StatsQuery, StatsReport
 from application.ports.repositories import (
     ApiKeyRecord,
     ApiKeyRepository,
+    BulkJobCall,
+    BulkJobRecipientView,
     BulkJobRepository,
     CategoryRepository,
     DeadLetterQuery,
@@ -37,12 +41,14 @@ from application.ports.repositories import (
     Tenant,
     TenantRepository,
 )
-from application.ports.scheduler import Claim, QueueItem
+from application.ports.scheduler import Claim, PriorityStats, QueueItem, QueueStats
 from application.ports.sender import Delivered, DeliveryFailed
 from application.use_cases.preparation import NotificationPreparer
-from domain.bulk_job import BulkJob
+from domain.bulk_job import BulkJob, BulkJobProgress, BulkJobRecipient
 from domain.errors import FieldViolation, NotFound, ValidationFailed
 from domain.notification import (
+    CANCELLABLE,
+    UNSENT,
     Address,
     Channel,
     Content,
@@ -58,6 +64,7 @@ from domain.notification import (
 from domain.policy import Category
 from domain.recipient import Recipient
 from domain.template import Template, TemplateVersion
+from tests.unit.application import fake_record
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -114,7 +121,10 @@ class FakeDatabase:
     """Committed state, shared by every unit of work made by one factory."""
 
     notifications: dict[str, Notification] = field(default_factory=dict)
-    bulk_jobs: dict[str, BulkJob] = field(default_factory=dict)
+    # Keyed by (tenant, job id), (tenant, request_id) and (tenant, job id, position).
+    bulk_jobs: dict[tuple[str, str], BulkJob] = field(default_factory=dict)
+    bulk_job_calls: dict[tuple[str, str], BulkJobCall] = field(default_factory=dict)
+    bulk_job_recipients: dict[tuple[str, str, int], BulkJobRecipient] = field(default_factory=dict)
     api_keys: dict[bytes, ApiKeyRecord] = field(default_factory=dict)
     tenants: dict[str, Tenant] = field(default_factory=dict)
     templates: dict[tuple[str, str], _TemplateRow] = field(default_factory=dict)
@@ -260,7 +270,22 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
         if current is None or current.version != notification.version:
             raise ConcurrentUpdate("notification", notification.id)
         notification.version += 1
-        self._rows.put(notification.id, notification)
+        stored = notification
+        if notification.cancel_requested_at is None and current.cancel_requested_at is not None:
+            stored = replace(notification, cancel_requested_at=current.cancel_requested_at)
+        self._rows.put(notification.id, stored)
+
+    async def record_cancel_request(self, notification: Notification) -> None:
+        current = self._rows.get(notification.id)
+        if (
+            current is None
+            or current.tenant_id != notification.tenant_id
+            or notification.cancel_requested_at is None
+            or current.cancel_requested_at is not None
+        ):
+            return
+        current.cancel_requested_at = notification.cancel_requested_at
+        self._rows.put(notification.id, current)
 
     async def count_unread(self, tenant_id: str, user_id: str) -> int:
         return self._rows.count(
@@ -367,26 +392,127 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
         rows = sorted(self._rows.find(matches), key=lambda r: (r.updated_at, r.id), reverse=True)
         return rows[:limit]
 
+    async def list_page(
+        self, tenant_id: str, query: NotificationQuery, limit: int, after: PageCursor | None
+    ) -> list[Notification]:
+        found = self._rows.find(lambda r: fake_record.matches(r, tenant_id, query, after))
+        return fake_record.newest_first(found, limit)
 
-class FakeBulkJobRepository(_OverlayBacked[str, BulkJob]):
-    def __init__(self, db: FakeDatabase) -> None:
+    async def stats(self, tenant_id: str, query: StatsQuery) -> StatsReport:
+        return fake_record.report(
+            self._rows.find(lambda r: fake_record.in_window(r, tenant_id, query))
+        )
+
+
+class FakeBulkJobRepository(_OverlayBacked[tuple[str, str], BulkJob]):
+    """Progress and listings read the notifications this unit of work sees."""
+
+    def __init__(self, db: FakeDatabase, notifications: FakeNotificationRepository) -> None:
         self._rows = _Overlay(db.bulk_jobs)
+        self._calls = _Overlay(db.bulk_job_calls)
+        self._recipients = _Overlay(db.bulk_job_recipients)
+        self._notifications = notifications
+
+    async def get(self, tenant_id: str, job_id: str, *, for_update: bool = False) -> BulkJob | None:
+        return self._rows.get((tenant_id, job_id))
 
     async def add(self, job: BulkJob) -> bool:
         key = (job.tenant_id, job.request_id)
-        if job.id in self._rows or self._rows.exists(lambda j: (j.tenant_id, j.request_id) == key):
+        if (job.tenant_id, job.id) in self._rows or self._rows.exists(
+            lambda j: (j.tenant_id, j.request_id) == key
+        ):
             return False
-        self._rows.put(job.id, job)
+        self._rows.put((job.tenant_id, job.id), job)
         return True
 
-    async def get_by_request_id(self, tenant_id: str, request_id: str) -> BulkJob | None:
-        found = self._rows.find(lambda j: (j.tenant_id, j.request_id) == (tenant_id, request_id))
-        return found[0] if found else None
-
     async def save(self, job: BulkJob) -> None:
-        if job.id not in self._rows:
+        if (job.tenant_id, job.id) not in self._rows:
             raise NotFound("bulk job", job.id)
-        self._rows.put(job.id, job)
+        self._rows.put((job.tenant_id, job.id), job)
+
+    async def get_call(self, tenant_id: str, request_id: str) -> BulkJobCall | None:
+        return self._calls.get((tenant_id, request_id))
+
+    async def add_call(self, call: BulkJobCall) -> bool:
+        if (call.tenant_id, call.request_id) in self._calls:
+            return False
+        self._calls.put((call.tenant_id, call.request_id), call)
+        return True
+
+    async def add_recipients(
+        self, tenant_id: str, job_id: str, recipients: Sequence[BulkJobRecipient]
+    ) -> None:
+        for r in recipients:
+            key = (tenant_id, job_id, r.position)
+            assert key not in self._recipients, f"position {r.position} written twice"
+            self._recipients.put(key, r)
+
+    def _job_recipients(self, tenant_id: str, job_id: str) -> list[BulkJobRecipient]:
+        keys = sorted(k for k in self._recipients.visible_keys() if k[:2] == (tenant_id, job_id))
+        return [r for k in keys if (r := self._recipients.get(k)) is not None]
+
+    async def _statuses(
+        self, tenant_id: str, rows: Sequence[BulkJobRecipient]
+    ) -> dict[str, Notification]:
+        ids = [r.notification_id for r in rows if r.notification_id]
+        return {n.id: n for n in await self._notifications.get_many(tenant_id, ids)}
+
+    async def recipients(
+        self, tenant_id: str, job_id: str, after_position: int, limit: int
+    ) -> list[BulkJobRecipientView]:
+        rows = [r for r in self._job_recipients(tenant_id, job_id) if r.position > after_position]
+        rows = rows[:limit]
+        found = await self._statuses(tenant_id, rows)
+        views = []
+        for r in rows:
+            n = found.get(r.notification_id or "")
+            views.append(
+                BulkJobRecipientView(r, n.status, n.status_reason)
+                if n is not None
+                else BulkJobRecipientView(r)
+            )
+        return views
+
+    async def progress(self, tenant_id: str, job_id: str) -> BulkJobProgress:
+        rows = self._job_recipients(tenant_id, job_id)
+        found = await self._statuses(tenant_id, rows)
+        statuses: dict[Status, int] = {}
+        refused = 0
+        for r in rows:
+            n = found.get(r.notification_id or "")
+            if n is None:
+                refused += 1
+            else:
+                statuses[n.status] = statuses.get(n.status, 0) + 1
+        return BulkJobProgress.of(statuses, refused)
+
+    async def unsent_notification_ids(
+        self, tenant_id: str, job_id: str, after_id: str, limit: int
+    ) -> list[str]:
+        found = self._notifications._rows.find(
+            lambda n: (
+                (n.tenant_id, n.bulk_job_id) == (tenant_id, job_id)
+                and (
+                    n.status in CANCELLABLE
+                    or (n.status in UNSENT and n.cancel_requested_at is None)
+                )
+                and n.id > after_id
+            )
+        )
+        return sorted(n.id for n in found)[:limit]
+
+    def flush(self) -> None:
+        super().flush()
+        self._calls.flush()
+        self._recipients.flush()
+
+    def has_pending(self) -> bool:
+        return super().has_pending() or bool(self._calls.pending or self._recipients.pending)
+
+    def discard(self) -> None:
+        super().discard()
+        self._calls.pending.clear()
+        self._recipients.pending.clear()
 
 
 class FakeApiKeyRepository(_OverlayBacked[bytes, ApiKeyRecord]):
@@ -597,7 +723,7 @@ class FakeUnitOfWork:
         self._db = db
         self._fakes: tuple[_Flushable, ...] = (
             notifications := FakeNotificationRepository(db),
-            bulk_jobs := FakeBulkJobRepository(db),
+            bulk_jobs := FakeBulkJobRepository(db, notifications),
             api_keys := FakeApiKeyRepository(db),
             tenants := FakeTenantRepository(db),
             templates := FakeTemplateRepository(db),
@@ -742,6 +868,20 @@ class FakeScheduler:
 
     async def run_id(self) -> str:
         return self.run
+
+    async def stats(self, now: datetime) -> QueueStats:
+        self.calls.append("stats")
+        by_priority = {}
+        for p in Priority:
+            waiting = [i for i in self.waiting.values() if i.priority == p]
+            due = [i.due_at for i in waiting if i.due_at <= now]
+            by_priority[p] = PriorityStats(
+                ready=len(due),
+                delayed=len(waiting) - len(due),
+                leased=sum(1 for c in self.leased.values() if c.priority == p),
+                oldest_due_age=now - min(due) if due else timedelta(0),
+            )
+        return QueueStats(by_priority)
 
     def lose_everything(self) -> None:
         """What a Redis restart without persistence does: empty sets, a new run_id."""

@@ -77,7 +77,7 @@ async def test_mixed_recipients_are_accepted_or_refused_one_by_one(world: World)
     assert (outcome.job.recipient_count, outcome.job.accepted_count) == (4, 2)
 
     assert set(world.db.notifications) == {n.id for n in accepted}
-    assert world.db.bulk_jobs[outcome.job.id].accepted_count == 2
+    assert world.db.bulk_jobs[("tenant-a", outcome.job.id)].accepted_count == 2
     assert [i.notification_id for i in world.scheduler.enqueued] == [n.id for n in accepted]
 
 
@@ -127,8 +127,8 @@ async def test_replay_returns_the_same_job_and_notifications(world: World) -> No
     ]
     assert [r.refusal for r in again.results] == [r.refusal for r in first.results]
     assert {k: world.db.row(k) for k in world.db.notifications} == rows
-    assert list(world.db.bulk_jobs) == [first.job.id]
-    assert world.db.bulk_jobs[first.job.id].accepted_count == 2
+    assert list(world.db.bulk_jobs) == [("tenant-a", first.job.id)]
+    assert world.db.bulk_jobs[("tenant-a", first.job.id)].accepted_count == 2
 
 
 async def test_same_request_id_for_other_recipients_is_a_conflict(world: World) -> None:
@@ -177,3 +177,105 @@ async def test_per_recipient_template_variables(world: World) -> None:
     assert first.notification.content == Content("Hi Ada", "Hey")
     assert second.refusal is not None
     assert second.refusal.field == "recipients[1].template.variables.name"
+
+
+# -- jobs named by the caller, and extended -------------------------------------------------
+
+BOB = Principal("tenant-b", "orders", "key-b")
+
+
+async def test_a_job_id_the_tenant_has_not_used_starts_a_job_with_that_id(world: World) -> None:
+    outcome = await use_case(world).execute(ALICE, command(job_id="weekly-42"))
+    assert outcome.job.id == "weekly-42"
+    assert outcome.first_position == 0
+    assert all(r.notification.bulk_job_id == "weekly-42" for r in outcome.results if r.notification)
+    job = world.db.bulk_jobs[("tenant-a", "weekly-42")]
+    assert (job.recipient_count, job.call_count, job.channel) == (4, 1, Channel.EMAIL)
+    assert world.db.bulk_job_calls[("tenant-a", "bulk-1")].first_position == 0
+    assert len(world.db.bulk_job_recipients) == 4
+
+
+async def test_another_tenants_job_id_starts_a_job_of_our_own(world: World) -> None:
+    theirs = await use_case(world).execute(BOB, command(job_id="shared-name"))
+    ours = await use_case(world).execute(ALICE, command(job_id="shared-name"))
+    assert ours.first_position == 0
+    assert ours.job.tenant_id == "tenant-a"
+    assert theirs.job.recipient_count == ours.job.recipient_count == 4
+    assert {k for k in world.db.bulk_jobs} == {
+        ("tenant-a", "shared-name"),
+        ("tenant-b", "shared-name"),
+    }
+
+
+async def test_extending_with_another_channel_or_category_writes_nothing(world: World) -> None:
+    await use_case(world).execute(ALICE, command(job_id="j"))
+    before = (len(world.db.notifications), len(world.db.bulk_job_recipients), world.db.commits)
+    with pytest.raises(PreconditionFailed) as info:
+        await use_case(world).execute(
+            ALICE, command(request_id="bulk-2", job_id="j", channel=Channel.IN_APP)
+        )
+    assert (info.value.subject, info.value.reason) == ("channel", "BULK_JOB_MISMATCH")
+    with pytest.raises(PreconditionFailed) as info:
+        await use_case(world).execute(ALICE, command(request_id="bulk-2", job_id="j", category="x"))
+    assert (info.value.subject, info.value.reason) == ("category", "BULK_JOB_MISMATCH")
+    after = (len(world.db.notifications), len(world.db.bulk_job_recipients), world.db.commits)
+    assert after == before
+    assert ("tenant-a", "bulk-2") not in world.db.bulk_job_calls
+
+
+async def test_the_same_request_id_for_another_job_is_a_conflict(world: World) -> None:
+    await use_case(world).execute(ALICE, command(job_id="a"))
+    with pytest.raises(IdempotencyConflict):
+        await use_case(world).execute(ALICE, command(job_id="b"))
+    # A retry that leaves out the job id it first named is another request too.
+    with pytest.raises(IdempotencyConflict):
+        await use_case(world).execute(ALICE, command())
+    assert list(world.db.bulk_jobs) == [("tenant-a", "a")]
+
+
+async def test_a_malformed_job_id_is_refused_with_the_other_bad_fields(world: World) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        await use_case(world).execute(ALICE, command(job_id="no/slashes", category=""))
+    assert [v.field for v in info.value.violations] == ["job_id", "category"]
+    assert world.db.bulk_jobs == {}
+
+
+async def test_a_retry_of_an_extension_returns_its_first_answer_and_adds_nothing(
+    world: World,
+) -> None:
+    bulk = use_case(world)
+    await bulk.execute(ALICE, command(job_id="j"))
+    second = await bulk.execute(ALICE, command(request_id="bulk-2", job_id="j"))
+    assert second.first_position == 4
+    enqueued = len(world.scheduler.enqueued)
+
+    again = await bulk.execute(ALICE, command(request_id="bulk-2", job_id="j"))
+
+    assert (again.replayed, again.first_position) == (True, 4)
+    assert [
+        (r.index, r.notification.id if r.notification else r.refusal) for r in again.results
+    ] == [(r.index, r.notification.id if r.notification else r.refusal) for r in second.results]
+    job = world.db.bulk_jobs[("tenant-a", "j")]
+    assert (job.recipient_count, job.call_count, job.accepted_count) == (8, 2, 4)
+    assert len(world.db.bulk_job_recipients) == 8
+    assert len(world.db.notifications) == 4
+    # Its queued notifications are enqueued again, in case the first enqueue was lost.
+    assert len(world.scheduler.enqueued) == enqueued + 2
+
+
+async def test_a_call_recorded_before_per_recipient_results_replays_from_derived_ids(
+    world: World,
+) -> None:
+    bulk = use_case(world)
+    first = await bulk.execute(ALICE, command())
+    # As a job stored before bulk_job_recipients existed: the call, but no recipients.
+    world.db.bulk_job_recipients.clear()
+
+    again = await bulk.execute(ALICE, command())
+
+    assert again.replayed
+    assert [r.notification.id if r.notification else None for r in again.results] == [
+        r.notification.id if r.notification else None for r in first.results
+    ]
+    assert [r.refusal for r in again.results] == [r.refusal for r in first.results]
+    assert len(world.db.notifications) == 2

@@ -154,6 +154,8 @@ class NotificationLife(RuleBasedStateMachine):
             assert snapshot(self.n) == before_failure
             return
         assert before is Status.SENDING
+        if self.n.cancel_requested_at is not None and error_class is not ErrorClass.PERMANENT:
+            assert self.n.status is Status.CANCELLED, "a cancel-requested one is not retried"
         if self.n.status is Status.QUEUED:
             assert error_class is not ErrorClass.PERMANENT
             assert self.n.due_at >= self.now
@@ -166,6 +168,21 @@ class NotificationLife(RuleBasedStateMachine):
     def cancel(self) -> None:
         self._attempt(
             "cancel", self.now, must_succeed_from={Status.PENDING, Status.QUEUED, Status.CANCELLED}
+        )
+
+    @precondition(lambda self: self.cancels)
+    @rule()
+    def request_cancel(self) -> None:
+        self._attempt(
+            "request_cancel",
+            self.now,
+            must_succeed_from={
+                Status.PENDING,
+                Status.QUEUED,
+                Status.SENDING,
+                Status.FAILED,
+                Status.CANCELLED,
+            },
         )
 
     @rule()

@@ -29,7 +29,8 @@ S = Status
 
 # The legal moves, written out by hand from DESIGN.md section 3 (plus the documented extras in
 # status.py: SENDING -> SENDING is a rescue, SENT -> READ is a read receipt without delivery
-# receipt, FAILED -> QUEUED is an operator's replay of a dead letter). Kept independent of
+# receipt, FAILED -> QUEUED is an operator's replay of a dead letter, SENDING -> CANCELLED is a
+# failed attempt of one whose cancel was requested while it was out). Kept independent of
 # TRANSITIONS so a change to the table has to change this too.
 EXPECTED_LEGAL: frozenset[tuple[Status, Status]] = frozenset(
     {
@@ -46,6 +47,7 @@ EXPECTED_LEGAL: frozenset[tuple[Status, Status]] = frozenset(
         (S.SENDING, S.FAILED),
         (S.FAILED, S.QUEUED),
         (S.SENDING, S.EXPIRED),
+        (S.SENDING, S.CANCELLED),
         (S.SENT, S.DELIVERED),
         (S.SENT, S.READ),
         (S.DELIVERED, S.READ),
@@ -119,6 +121,10 @@ VERB_FOR: dict[tuple[Status, Status], Verb] = {
     (S.SENDING, S.QUEUED): lambda n: fail(n, BEFORE_EXPIRY, ErrorClass.TRANSIENT, RetryPolicy()),
     (S.SENDING, S.FAILED): lambda n: fail(n, BEFORE_EXPIRY, ErrorClass.PERMANENT, RetryPolicy()),
     (S.SENDING, S.EXPIRED): lambda n: n.expire(AFTER_EXPIRY),
+    (S.SENDING, S.CANCELLED): lambda n: (
+        n.request_cancel(BEFORE_EXPIRY),
+        fail(n, BEFORE_EXPIRY, ErrorClass.TRANSIENT, RetryPolicy()),
+    ),
     (S.SENT, S.DELIVERED): lambda n: n.mark_delivered(BEFORE_EXPIRY),
     (S.SENT, S.READ): lambda n: n.mark_read(BEFORE_EXPIRY),
     (S.DELIVERED, S.READ): lambda n: n.mark_read(BEFORE_EXPIRY),
@@ -147,6 +153,16 @@ VERB_ORIGINS: dict[str, tuple[Verb, dict[Status, Status | str]]] = {
     "cancel": (
         lambda n: n.cancel(BEFORE_EXPIRY),
         {S.PENDING: S.CANCELLED, S.QUEUED: S.CANCELLED, S.CANCELLED: "same"},
+    ),
+    "request_cancel": (
+        lambda n: n.request_cancel(BEFORE_EXPIRY),
+        {
+            S.PENDING: S.CANCELLED,
+            S.QUEUED: S.CANCELLED,
+            S.SENDING: "same",
+            S.FAILED: "same",
+            S.CANCELLED: "same",
+        },
     ),
     "begin_attempt": (
         lambda n: n.begin_attempt(BEFORE_EXPIRY),

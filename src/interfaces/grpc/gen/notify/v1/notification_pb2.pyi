@@ -189,6 +189,38 @@ sending): the channel's next provider was tried at once. Not counted against the
 """
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
+class _EngagementAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EngagementActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EngagementAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENGAGEMENT_ACTION_UNSPECIFIED: _EngagementAction.ValueType  # 0
+    """Never set."""
+    ENGAGEMENT_ACTION_DELIVERED: _EngagementAction.ValueType  # 1
+    """It reached the device or mailbox (a delivery receipt)."""
+    ENGAGEMENT_ACTION_OPENED: _EngagementAction.ValueType  # 2
+    """The recipient opened or viewed it."""
+    ENGAGEMENT_ACTION_CLICKED: _EngagementAction.ValueType  # 3
+    """The recipient followed a link or action in it."""
+    ENGAGEMENT_ACTION_DISMISSED: _EngagementAction.ValueType  # 4
+    """The recipient dismissed it unread."""
+
+class EngagementAction(_EngagementAction, metaclass=_EngagementActionEnumTypeWrapper):
+    """EngagementAction is something a recipient did with a notification."""
+
+ENGAGEMENT_ACTION_UNSPECIFIED: EngagementAction.ValueType  # 0
+"""Never set."""
+ENGAGEMENT_ACTION_DELIVERED: EngagementAction.ValueType  # 1
+"""It reached the device or mailbox (a delivery receipt)."""
+ENGAGEMENT_ACTION_OPENED: EngagementAction.ValueType  # 2
+"""The recipient opened or viewed it."""
+ENGAGEMENT_ACTION_CLICKED: EngagementAction.ValueType  # 3
+"""The recipient followed a link or action in it."""
+ENGAGEMENT_ACTION_DISMISSED: EngagementAction.ValueType  # 4
+"""The recipient dismissed it unread."""
+Global___EngagementAction: _TypeAlias = EngagementAction  # noqa: Y015
+
 @_typing.final
 class Content(_message.Message):
     """Content is what the recipient reads."""
@@ -443,6 +475,7 @@ class Notification(_message.Message):
     CONTENT_HASH_FIELD_NUMBER: _builtins.int
     ERASE_TIME_FIELD_NUMBER: _builtins.int
     FALLBACK_CHANNELS_FIELD_NUMBER: _builtins.int
+    ENGAGEMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     request_id: _builtins.str
@@ -519,6 +552,10 @@ class Notification(_message.Message):
     def fallback_channels(self) -> _containers.RepeatedScalarFieldContainer[Global___Channel.ValueType]:
         """Channels still to try, in order, should the current channel fail permanently."""
 
+    @_builtins.property
+    def engagements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Engagement]:
+        """What the recipient did with it (TrackEngagement), first time of each action."""
+
     def __init__(
         self,
         *,
@@ -548,11 +585,40 @@ class Notification(_message.Message):
         content_hash: _builtins.str = ...,
         erase_time: _timestamp_pb2.Timestamp | None = ...,
         fallback_channels: _abc.Iterable[Global___Channel.ValueType] | None = ...,
+        engagements: _abc.Iterable[Global___Engagement] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "content", b"content", "create_time", b"create_time", "erase_time", b"erase_time", "expire_time", b"expire_time", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attempts", b"attempts", "bulk_job_id", b"bulk_job_id", "caller_service", b"caller_service", "category", b"category", "channel", b"channel", "content", b"content", "content_hash", b"content_hash", "create_time", b"create_time", "erase_time", b"erase_time", "expire_time", b"expire_time", "fallback_channels", b"fallback_channels", "id", b"id", "locale", b"locale", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "status", b"status", "status_history", b"status_history", "status_reason", b"status_reason", "template_name", b"template_name", "template_version", b"template_version", "tenant_id", b"tenant_id", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attempts", b"attempts", "bulk_job_id", b"bulk_job_id", "caller_service", b"caller_service", "category", b"category", "channel", b"channel", "content", b"content", "content_hash", b"content_hash", "create_time", b"create_time", "engagements", b"engagements", "erase_time", b"erase_time", "expire_time", b"expire_time", "fallback_channels", b"fallback_channels", "id", b"id", "locale", b"locale", "metadata", b"metadata", "priority", b"priority", "request_id", b"request_id", "schedule_time", b"schedule_time", "status", b"status", "status_history", b"status_history", "status_reason", b"status_reason", "template_name", b"template_name", "template_version", b"template_version", "tenant_id", b"tenant_id", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Notification: _TypeAlias = Notification  # noqa: Y015
+
+@_typing.final
+class Engagement(_message.Message):
+    """Engagement records one action of the recipient."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    action: Global___EngagementAction.ValueType
+    """What they did."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When they did it (as reported)."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___EngagementAction.ValueType = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Engagement: _TypeAlias = Engagement  # noqa: Y015

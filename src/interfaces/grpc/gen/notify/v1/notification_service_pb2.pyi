@@ -54,6 +54,34 @@ INBOX_EVENT_KIND_NOTIFICATIONS_READ: InboxEventKind.ValueType  # 3
 """Notifications were marked read."""
 Global___InboxEventKind: _TypeAlias = InboxEventKind  # noqa: Y015
 
+class _BulkJobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BulkJobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BulkJobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BULK_JOB_STATE_UNSPECIFIED: _BulkJobState.ValueType  # 0
+    """Never set on a stored job."""
+    BULK_JOB_STATE_RUNNING: _BulkJobState.ValueType  # 1
+    """Some of its notifications are still waiting or sending."""
+    BULK_JOB_STATE_COMPLETED: _BulkJobState.ValueType  # 2
+    """Every notification of the job has settled (sent, delivered, read, suppressed, failed...)."""
+    BULK_JOB_STATE_CANCELLED: _BulkJobState.ValueType  # 3
+    """CancelBulkJob stopped it; what had not started sending was cancelled."""
+
+class BulkJobState(_BulkJobState, metaclass=_BulkJobStateEnumTypeWrapper):
+    """BulkJobState is where a bulk job is in its life."""
+
+BULK_JOB_STATE_UNSPECIFIED: BulkJobState.ValueType  # 0
+"""Never set on a stored job."""
+BULK_JOB_STATE_RUNNING: BulkJobState.ValueType  # 1
+"""Some of its notifications are still waiting or sending."""
+BULK_JOB_STATE_COMPLETED: BulkJobState.ValueType  # 2
+"""Every notification of the job has settled (sent, delivered, read, suppressed, failed...)."""
+BULK_JOB_STATE_CANCELLED: BulkJobState.ValueType  # 3
+"""CancelBulkJob stopped it; what had not started sending was cancelled."""
+Global___BulkJobState: _TypeAlias = BulkJobState  # noqa: Y015
+
 @_typing.final
 class SendNotificationRequest(_message.Message):
     """SendNotificationRequest describes one notification. Give either content or template."""
@@ -270,6 +298,7 @@ class BulkSendRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     FALLBACK_CHANNELS_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key for the whole call; each recipient's notification derives its own key."""
     channel: _notification_pb2.Channel.ValueType
@@ -278,6 +307,12 @@ class BulkSendRequest(_message.Message):
     """Delivery priority; MEDIUM when unset."""
     category: _builtins.str
     """The notification type."""
+    job_id: _builtins.str
+    """The bulk job to add these recipients to. Empty: a new job with a server-assigned id.
+    An id the tenant has not used yet starts a job with that id (1-63 characters: letters,
+    digits, '-', '_'); an existing job's id extends it (same channel and category; not after
+    CancelBulkJob). Retrying a call with the same request_id never adds recipients twice.
+    """
     @_builtins.property
     def content(self) -> _notification_pb2.Content:
         """Inline content shared by every recipient. Mutually exclusive with template."""
@@ -320,10 +355,11 @@ class BulkSendRequest(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         recipients: _abc.Iterable[Global___BulkRecipient] | None = ...,
         fallback_channels: _abc.Iterable[_notification_pb2.Channel.ValueType] | None = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "expire_time", b"expire_time", "schedule_time", b"schedule_time", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "content", b"content", "expire_time", b"expire_time", "fallback_channels", b"fallback_channels", "metadata", b"metadata", "priority", b"priority", "recipients", b"recipients", "request_id", b"request_id", "schedule_time", b"schedule_time", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "content", b"content", "expire_time", b"expire_time", "fallback_channels", b"fallback_channels", "job_id", b"job_id", "metadata", b"metadata", "priority", b"priority", "recipients", b"recipients", "request_id", b"request_id", "schedule_time", b"schedule_time", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -418,7 +454,7 @@ class BulkSendResponse(_message.Message):
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REFUSED_COUNT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """The bulk job's id."""
+    """The bulk job's id (pass as BulkSendRequest.job_id to add more recipients)."""
     accepted_count: _builtins.int
     """How many recipients got a notification."""
     refused_count: _builtins.int
@@ -820,3 +856,642 @@ class StreamInboxResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamInboxResponse: _TypeAlias = StreamInboxResponse  # noqa: Y015
+
+@_typing.final
+class BulkJob(_message.Message):
+    """BulkJob is one bulk send and its progress, summed over every BulkSend call that added to it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    CALLER_SERVICE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CALL_COUNT_FIELD_NUMBER: _builtins.int
+    RECIPIENT_COUNT_FIELD_NUMBER: _builtins.int
+    REFUSED_COUNT_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
+    QUEUED_COUNT_FIELD_NUMBER: _builtins.int
+    SENT_COUNT_FIELD_NUMBER: _builtins.int
+    DELIVERED_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    CANCELLED_COUNT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job's id."""
+    state: Global___BulkJobState.ValueType
+    """Its state."""
+    channel: _notification_pb2.Channel.ValueType
+    """The channel its notifications travel on."""
+    category: _builtins.str
+    """Their category."""
+    caller_service: _builtins.str
+    """The calling service that created it."""
+    request_id: _builtins.str
+    """The request_id of the BulkSend call that created it."""
+    call_count: _builtins.int
+    """How many BulkSend calls added recipients."""
+    recipient_count: _builtins.int
+    """Recipients named in all calls."""
+    refused_count: _builtins.int
+    """Recipients refused at the door (invalid, unknown, no address...): no notification."""
+    accepted_count: _builtins.int
+    """Recipients that got a notification (every status below adds up to this)."""
+    suppressed_count: _builtins.int
+    """Of those: stopped by a policy (opt-out, quiet hours, cap, suppression list)."""
+    queued_count: _builtins.int
+    """Waiting in the queue or being sent."""
+    sent_count: _builtins.int
+    """Accepted by a provider, no delivery receipt yet."""
+    delivered_count: _builtins.int
+    """Delivered or read."""
+    failed_count: _builtins.int
+    """Failed or expired."""
+    cancelled_count: _builtins.int
+    """Cancelled (by CancelBulkJob or one by one)."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When recipients were last added, or it was cancelled."""
+
+    @_builtins.property
+    def cancel_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was cancelled; unset otherwise."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        state: Global___BulkJobState.ValueType = ...,
+        channel: _notification_pb2.Channel.ValueType = ...,
+        category: _builtins.str = ...,
+        caller_service: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        call_count: _builtins.int = ...,
+        recipient_count: _builtins.int = ...,
+        refused_count: _builtins.int = ...,
+        accepted_count: _builtins.int = ...,
+        suppressed_count: _builtins.int = ...,
+        queued_count: _builtins.int = ...,
+        sent_count: _builtins.int = ...,
+        delivered_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+        cancelled_count: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "call_count", b"call_count", "caller_service", b"caller_service", "cancel_time", b"cancel_time", "cancelled_count", b"cancelled_count", "category", b"category", "channel", b"channel", "create_time", b"create_time", "delivered_count", b"delivered_count", "failed_count", b"failed_count", "id", b"id", "queued_count", b"queued_count", "recipient_count", b"recipient_count", "refused_count", b"refused_count", "request_id", b"request_id", "sent_count", b"sent_count", "state", b"state", "suppressed_count", b"suppressed_count", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkJob: _TypeAlias = BulkJob  # noqa: Y015
+
+@_typing.final
+class GetBulkJobRequest(_message.Message):
+    """GetBulkJobRequest names a bulk job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBulkJobRequest: _TypeAlias = GetBulkJobRequest  # noqa: Y015
+
+@_typing.final
+class GetBulkJobResponse(_message.Message):
+    """GetBulkJobResponse carries the job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___BulkJob:
+        """The job and its counts."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___BulkJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBulkJobResponse: _TypeAlias = GetBulkJobResponse  # noqa: Y015
+
+@_typing.final
+class BulkJobRecipient(_message.Message):
+    """BulkJobRecipient is one recipient of a bulk job and what became of them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Position in the job, counting across every call that added to it (0 first)."""
+    request_id: _builtins.str
+    """The request_id of the BulkSend call that added them."""
+    index: _builtins.int
+    """Their index in that call's recipients."""
+    user_id: _builtins.str
+    """The recipient."""
+    notification_id: _builtins.str
+    """Their notification; empty if refused."""
+    status: _notification_pb2.NotificationStatus.ValueType
+    """The notification's current status; unset if refused."""
+    status_reason: _builtins.str
+    """Why it has that status, when a policy or a failure decided."""
+    deduplicated: _builtins.bool
+    """True when an earlier notification with the same content stands in for theirs."""
+    @_builtins.property
+    def refusal(self) -> Global___RecipientRefusal:
+        """Why they were refused; unset if accepted."""
+
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        notification_id: _builtins.str = ...,
+        status: _notification_pb2.NotificationStatus.ValueType = ...,
+        status_reason: _builtins.str = ...,
+        refusal: Global___RecipientRefusal | None = ...,
+        deduplicated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refusal", b"refusal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "index", b"index", "notification_id", b"notification_id", "position", b"position", "refusal", b"refusal", "request_id", b"request_id", "status", b"status", "status_reason", b"status_reason", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkJobRecipient: _TypeAlias = BulkJobRecipient  # noqa: Y015
+
+@_typing.final
+class ListBulkJobRecipientsRequest(_message.Message):
+    """ListBulkJobRecipientsRequest pages through a job's recipients."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    page_size: _builtins.int
+    """At most this many (1-1000; 100 when unset)."""
+    page_token: _builtins.str
+    """The next_page_token of a previous call for the same job."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBulkJobRecipientsRequest: _TypeAlias = ListBulkJobRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class ListBulkJobRecipientsResponse(_message.Message):
+    """ListBulkJobRecipientsResponse is one page of recipients, by position."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___BulkJobRecipient]:
+        """The recipients of this page."""
+
+    def __init__(
+        self,
+        *,
+        recipients: _abc.Iterable[Global___BulkJobRecipient] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "recipients", b"recipients"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBulkJobRecipientsResponse: _TypeAlias = ListBulkJobRecipientsResponse  # noqa: Y015
+
+@_typing.final
+class CancelBulkJobRequest(_message.Message):
+    """CancelBulkJobRequest names the job to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBulkJobRequest: _TypeAlias = CancelBulkJobRequest  # noqa: Y015
+
+@_typing.final
+class CancelBulkJobResponse(_message.Message):
+    """CancelBulkJobResponse reports the cancelled job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    CANCELLED_COUNT_FIELD_NUMBER: _builtins.int
+    cancelled_count: _builtins.int
+    """How many notifications this call cancelled (0 when repeated)."""
+    @_builtins.property
+    def job(self) -> Global___BulkJob:
+        """The job, now CANCELLED, with its counts."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___BulkJob | None = ...,
+        cancelled_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_count", b"cancelled_count", "job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBulkJobResponse: _TypeAlias = CancelBulkJobResponse  # noqa: Y015
+
+@_typing.final
+class ListNotificationsRequest(_message.Message):
+    """ListNotificationsRequest filters and pages the tenant's notifications. Every filter is
+    optional; they combine with AND.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CALLER_SERVICE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Only this recipient's."""
+    channel: _notification_pb2.Channel.ValueType
+    """Only this channel."""
+    category: _builtins.str
+    """Only this category."""
+    priority: _notification_pb2.Priority.ValueType
+    """Only this priority."""
+    caller_service: _builtins.str
+    """Only those sent by this calling service."""
+    page_size: _builtins.int
+    """At most this many (1-1000; 100 when unset)."""
+    page_token: _builtins.str
+    """The next_page_token of a previous call with the same filters; with other filters it is
+    INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[_notification_pb2.NotificationStatus.ValueType]:
+        """Only those in one of these statuses."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only those created at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only those created before this time."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        statuses: _abc.Iterable[_notification_pb2.NotificationStatus.ValueType] | None = ...,
+        channel: _notification_pb2.Channel.ValueType = ...,
+        category: _builtins.str = ...,
+        priority: _notification_pb2.Priority.ValueType = ...,
+        caller_service: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_service", b"caller_service", "category", b"category", "channel", b"channel", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "priority", b"priority", "start_time", b"start_time", "statuses", b"statuses", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationsRequest: _TypeAlias = ListNotificationsRequest  # noqa: Y015
+
+@_typing.final
+class ListNotificationsResponse(_message.Message):
+    """ListNotificationsResponse is one page, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[_notification_pb2.Notification]:
+        """The notifications of this page, with their full record."""
+
+    def __init__(
+        self,
+        *,
+        notifications: _abc.Iterable[_notification_pb2.Notification] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "notifications", b"notifications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationsResponse: _TypeAlias = ListNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class TrackEngagementRequest(_message.Message):
+    """TrackEngagementRequest reports one thing the recipient did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The notification's id."""
+    action: _notification_pb2.EngagementAction.ValueType
+    """What they did."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When they did it; now when unset. Not in the future."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        action: _notification_pb2.EngagementAction.ValueType = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "event_time", b"event_time", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackEngagementRequest: _TypeAlias = TrackEngagementRequest  # noqa: Y015
+
+@_typing.final
+class TrackEngagementResponse(_message.Message):
+    """TrackEngagementResponse carries the notification after the event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.bool
+    """False when this action was already recorded for it: nothing changed."""
+    @_builtins.property
+    def notification(self) -> _notification_pb2.Notification:
+        """The notification, with its engagements and (maybe) a new status."""
+
+    def __init__(
+        self,
+        *,
+        notification: _notification_pb2.Notification | None = ...,
+        recorded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification", "recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackEngagementResponse: _TypeAlias = TrackEngagementResponse  # noqa: Y015
+
+@_typing.final
+class GetStatsRequest(_message.Message):
+    """GetStatsRequest names the window (by creation time) and optional filters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    channel: _notification_pb2.Channel.ValueType
+    """Only this channel; all when unset."""
+    category: _builtins.str
+    """Only this category; all when empty."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window (inclusive). Required."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window (exclusive); now when unset. At most 92 days after start_time."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        channel: _notification_pb2.Channel.ValueType = ...,
+        category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
+
+@_typing.final
+class StatusCount(_message.Message):
+    """StatusCount is how many notifications are in one status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    status: _notification_pb2.NotificationStatus.ValueType
+    """The status."""
+    count: _builtins.int
+    """How many."""
+    def __init__(
+        self,
+        *,
+        status: _notification_pb2.NotificationStatus.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusCount: _TypeAlias = StatusCount  # noqa: Y015
+
+@_typing.final
+class DeliveryStats(_message.Message):
+    """DeliveryStats summarises one group of notifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    STATUS_COUNTS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    DELIVERY_LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    DELIVERY_LATENCY_P95_MS_FIELD_NUMBER: _builtins.int
+    DELIVERY_LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    OPENED_COUNT_FIELD_NUMBER: _builtins.int
+    CLICKED_COUNT_FIELD_NUMBER: _builtins.int
+    OPEN_RATE_FIELD_NUMBER: _builtins.int
+    CLICK_RATE_FIELD_NUMBER: _builtins.int
+    channel: _notification_pb2.Channel.ValueType
+    """The channel of the group (unset in the overall total)."""
+    provider: _builtins.str
+    """The provider that handled them last on their channel: the one that accepted them, or for
+    those not accepted the last one that tried (so a failure counts against the provider that
+    failed it); empty for those no provider tried (and in the total).
+    """
+    category: _builtins.str
+    """The category (empty in the overall total)."""
+    total_count: _builtins.int
+    """Notifications in the group."""
+    success_rate: _builtins.float
+    """Accepted by a provider (sent, delivered or read) over those whose sending is decided
+    (those plus failed and expired); 0 when none is decided.
+    """
+    delivery_latency_p50_ms: _builtins.float
+    """Milliseconds from when each was due (its schedule time, else its creation) to its
+    acceptance by the provider: median, 95th and 99th percentile, over the accepted ones.
+    """
+    delivery_latency_p95_ms: _builtins.float
+    """95th percentile of the delivery latency."""
+    delivery_latency_p99_ms: _builtins.float
+    """99th percentile of the delivery latency."""
+    opened_count: _builtins.int
+    """Accepted notifications the recipient opened (OPENED or CLICKED tracked, or read)."""
+    clicked_count: _builtins.int
+    """Accepted notifications the recipient clicked."""
+    open_rate: _builtins.float
+    """opened_count over the accepted ones; 0 when none was accepted."""
+    click_rate: _builtins.float
+    """clicked_count over the accepted ones; 0 when none was accepted."""
+    @_builtins.property
+    def status_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusCount]:
+        """How many are in each status (statuses with none are left out)."""
+
+    def __init__(
+        self,
+        *,
+        channel: _notification_pb2.Channel.ValueType = ...,
+        provider: _builtins.str = ...,
+        category: _builtins.str = ...,
+        total_count: _builtins.int = ...,
+        status_counts: _abc.Iterable[Global___StatusCount] | None = ...,
+        success_rate: _builtins.float = ...,
+        delivery_latency_p50_ms: _builtins.float = ...,
+        delivery_latency_p95_ms: _builtins.float = ...,
+        delivery_latency_p99_ms: _builtins.float = ...,
+        opened_count: _builtins.int = ...,
+        clicked_count: _builtins.int = ...,
+        open_rate: _builtins.float = ...,
+        click_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "channel", b"channel", "click_rate", b"click_rate", "clicked_count", b"clicked_count", "delivery_latency_p50_ms", b"delivery_latency_p50_ms", "delivery_latency_p95_ms", b"delivery_latency_p95_ms", "delivery_latency_p99_ms", b"delivery_latency_p99_ms", "open_rate", b"open_rate", "opened_count", b"opened_count", "provider", b"provider", "status_counts", b"status_counts", "success_rate", b"success_rate", "total_count", b"total_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryStats: _TypeAlias = DeliveryStats  # noqa: Y015
+
+@_typing.final
+class GetStatsResponse(_message.Message):
+    """GetStatsResponse carries one summary per (channel, provider, category) and a total."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryStats]:
+        """One entry per channel, provider and category with notifications in the window."""
+
+    @_builtins.property
+    def total(self) -> Global___DeliveryStats:
+        """Everything in the window together."""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___DeliveryStats] | None = ...,
+        total: Global___DeliveryStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015

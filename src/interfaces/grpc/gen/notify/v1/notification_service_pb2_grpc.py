@@ -82,6 +82,36 @@ class NotificationServiceStub:
                 request_serializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxRequest.SerializeToString,
                 response_deserializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxResponse.FromString,
                 _registered_method=True)
+        self.GetBulkJob = channel.unary_unary(
+                '/notify.v1.NotificationService/GetBulkJob',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.GetBulkJobRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.GetBulkJobResponse.FromString,
+                _registered_method=True)
+        self.ListBulkJobRecipients = channel.unary_unary(
+                '/notify.v1.NotificationService/ListBulkJobRecipients',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.ListBulkJobRecipientsRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.ListBulkJobRecipientsResponse.FromString,
+                _registered_method=True)
+        self.CancelBulkJob = channel.unary_unary(
+                '/notify.v1.NotificationService/CancelBulkJob',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.CancelBulkJobRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.CancelBulkJobResponse.FromString,
+                _registered_method=True)
+        self.ListNotifications = channel.unary_unary(
+                '/notify.v1.NotificationService/ListNotifications',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.ListNotificationsRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.ListNotificationsResponse.FromString,
+                _registered_method=True)
+        self.TrackEngagement = channel.unary_unary(
+                '/notify.v1.NotificationService/TrackEngagement',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.TrackEngagementRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.TrackEngagementResponse.FromString,
+                _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/notify.v1.NotificationService/GetStats',
+                request_serializer=notify_dot_v1_dot_notification__service__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=notify_dot_v1_dot_notification__service__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -156,6 +186,54 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBulkJob(self, request, context):
+        """GetBulkJob reports a bulk job's progress: how many recipients were accepted, refused,
+        suppressed, and how many of its notifications are queued, sent, delivered or failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBulkJobRecipients(self, request, context):
+        """ListBulkJobRecipients pages through a bulk job's recipients in the order they were added,
+        each with its notification's current status or the reason it was refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBulkJob(self, request, context):
+        """CancelBulkJob cancels every notification of the job that has not started sending, and
+        refuses further BulkSend calls that would extend it. Cancelling twice is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotifications(self, request, context):
+        """ListNotifications pages through the tenant's notifications, newest first, with filters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrackEngagement(self, request, context):
+        """TrackEngagement records what the recipient did with a notification (a delivery receipt,
+        an open, a click, a dismissal). Each action counts once per notification; DELIVERED and
+        READ statuses follow from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStats(self, request, context):
+        """GetStats summarises the tenant's notifications created in a time window, per channel,
+        provider and category.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +281,36 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.StreamInbox,
                     request_deserializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxRequest.FromString,
                     response_serializer=notify_dot_v1_dot_notification__service__pb2.StreamInboxResponse.SerializeToString,
+            ),
+            'GetBulkJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBulkJob,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.GetBulkJobRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.GetBulkJobResponse.SerializeToString,
+            ),
+            'ListBulkJobRecipients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBulkJobRecipients,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.ListBulkJobRecipientsRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.ListBulkJobRecipientsResponse.SerializeToString,
+            ),
+            'CancelBulkJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBulkJob,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.CancelBulkJobRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.CancelBulkJobResponse.SerializeToString,
+            ),
+            'ListNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotifications,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.ListNotificationsRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.ListNotificationsResponse.SerializeToString,
+            ),
+            'TrackEngagement': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrackEngagement,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.TrackEngagementRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.TrackEngagementResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=notify_dot_v1_dot_notification__service__pb2.GetStatsRequest.FromString,
+                    response_serializer=notify_dot_v1_dot_notification__service__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -451,6 +559,168 @@ class NotificationService:
             '/notify.v1.NotificationService/StreamInbox',
             notify_dot_v1_dot_notification__service__pb2.StreamInboxRequest.SerializeToString,
             notify_dot_v1_dot_notification__service__pb2.StreamInboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBulkJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/GetBulkJob',
+            notify_dot_v1_dot_notification__service__pb2.GetBulkJobRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.GetBulkJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBulkJobRecipients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/ListBulkJobRecipients',
+            notify_dot_v1_dot_notification__service__pb2.ListBulkJobRecipientsRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.ListBulkJobRecipientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBulkJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/CancelBulkJob',
+            notify_dot_v1_dot_notification__service__pb2.CancelBulkJobRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.CancelBulkJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/ListNotifications',
+            notify_dot_v1_dot_notification__service__pb2.ListNotificationsRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.ListNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrackEngagement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/TrackEngagement',
+            notify_dot_v1_dot_notification__service__pb2.TrackEngagementRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.TrackEngagementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notify.v1.NotificationService/GetStats',
+            notify_dot_v1_dot_notification__service__pb2.GetStatsRequest.SerializeToString,
+            notify_dot_v1_dot_notification__service__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

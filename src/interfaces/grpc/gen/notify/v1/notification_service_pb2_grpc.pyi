@@ -59,6 +59,29 @@ class NotificationServiceStub:
     happen. Reconnect with the cursor of the last event received to resume with no gap and
     no repeat.
     """
+    GetBulkJob: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.GetBulkJobRequest, _notification_service_pb2.GetBulkJobResponse]
+    """GetBulkJob reports a bulk job's progress: how many recipients were accepted, refused,
+    suppressed, and how many of its notifications are queued, sent, delivered or failed.
+    """
+    ListBulkJobRecipients: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ListBulkJobRecipientsRequest, _notification_service_pb2.ListBulkJobRecipientsResponse]
+    """ListBulkJobRecipients pages through a bulk job's recipients in the order they were added,
+    each with its notification's current status or the reason it was refused.
+    """
+    CancelBulkJob: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.CancelBulkJobRequest, _notification_service_pb2.CancelBulkJobResponse]
+    """CancelBulkJob cancels every notification of the job that has not started sending, and
+    refuses further BulkSend calls that would extend it. Cancelling twice is harmless.
+    """
+    ListNotifications: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ListNotificationsRequest, _notification_service_pb2.ListNotificationsResponse]
+    """ListNotifications pages through the tenant's notifications, newest first, with filters."""
+    TrackEngagement: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.TrackEngagementRequest, _notification_service_pb2.TrackEngagementResponse]
+    """TrackEngagement records what the recipient did with a notification (a delivery receipt,
+    an open, a click, a dismissal). Each action counts once per notification; DELIVERED and
+    READ statuses follow from it.
+    """
+    GetStats: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.GetStatsRequest, _notification_service_pb2.GetStatsResponse]
+    """GetStats summarises the tenant's notifications created in a time window, per channel,
+    provider and category.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -90,6 +113,29 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """StreamInbox pushes a user's new in-app notifications and unread-count changes as they
     happen. Reconnect with the cursor of the last event received to resume with no gap and
     no repeat.
+    """
+    GetBulkJob: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.GetBulkJobRequest, _notification_service_pb2.GetBulkJobResponse]  # type: ignore[assignment]
+    """GetBulkJob reports a bulk job's progress: how many recipients were accepted, refused,
+    suppressed, and how many of its notifications are queued, sent, delivered or failed.
+    """
+    ListBulkJobRecipients: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ListBulkJobRecipientsRequest, _notification_service_pb2.ListBulkJobRecipientsResponse]  # type: ignore[assignment]
+    """ListBulkJobRecipients pages through a bulk job's recipients in the order they were added,
+    each with its notification's current status or the reason it was refused.
+    """
+    CancelBulkJob: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.CancelBulkJobRequest, _notification_service_pb2.CancelBulkJobResponse]  # type: ignore[assignment]
+    """CancelBulkJob cancels every notification of the job that has not started sending, and
+    refuses further BulkSend calls that would extend it. Cancelling twice is harmless.
+    """
+    ListNotifications: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ListNotificationsRequest, _notification_service_pb2.ListNotificationsResponse]  # type: ignore[assignment]
+    """ListNotifications pages through the tenant's notifications, newest first, with filters."""
+    TrackEngagement: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.TrackEngagementRequest, _notification_service_pb2.TrackEngagementResponse]  # type: ignore[assignment]
+    """TrackEngagement records what the recipient did with a notification (a delivery receipt,
+    an open, a click, a dismissal). Each action counts once per notification; DELIVERED and
+    READ statuses follow from it.
+    """
+    GetStats: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.GetStatsRequest, _notification_service_pb2.GetStatsResponse]  # type: ignore[assignment]
+    """GetStats summarises the tenant's notifications created in a time window, per channel,
+    provider and category.
     """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -173,6 +219,65 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         """StreamInbox pushes a user's new in-app notifications and unread-count changes as they
         happen. Reconnect with the cursor of the last event received to resume with no gap and
         no repeat.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBulkJob(
+        self,
+        request: _notification_service_pb2.GetBulkJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.GetBulkJobResponse, _abc.Awaitable[_notification_service_pb2.GetBulkJobResponse]]:
+        """GetBulkJob reports a bulk job's progress: how many recipients were accepted, refused,
+        suppressed, and how many of its notifications are queued, sent, delivered or failed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBulkJobRecipients(
+        self,
+        request: _notification_service_pb2.ListBulkJobRecipientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.ListBulkJobRecipientsResponse, _abc.Awaitable[_notification_service_pb2.ListBulkJobRecipientsResponse]]:
+        """ListBulkJobRecipients pages through a bulk job's recipients in the order they were added,
+        each with its notification's current status or the reason it was refused.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelBulkJob(
+        self,
+        request: _notification_service_pb2.CancelBulkJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.CancelBulkJobResponse, _abc.Awaitable[_notification_service_pb2.CancelBulkJobResponse]]:
+        """CancelBulkJob cancels every notification of the job that has not started sending, and
+        refuses further BulkSend calls that would extend it. Cancelling twice is harmless.
+        """
+
+    @_abc_1.abstractmethod
+    def ListNotifications(
+        self,
+        request: _notification_service_pb2.ListNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.ListNotificationsResponse, _abc.Awaitable[_notification_service_pb2.ListNotificationsResponse]]:
+        """ListNotifications pages through the tenant's notifications, newest first, with filters."""
+
+    @_abc_1.abstractmethod
+    def TrackEngagement(
+        self,
+        request: _notification_service_pb2.TrackEngagementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.TrackEngagementResponse, _abc.Awaitable[_notification_service_pb2.TrackEngagementResponse]]:
+        """TrackEngagement records what the recipient did with a notification (a delivery receipt,
+        an open, a click, a dismissal). Each action counts once per notification; DELIVERED and
+        READ statuses follow from it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _notification_service_pb2.GetStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.GetStatsResponse, _abc.Awaitable[_notification_service_pb2.GetStatsResponse]]:
+        """GetStats summarises the tenant's notifications created in a time window, per channel,
+        provider and category.
         """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
