@@ -197,6 +197,14 @@ class FailoverSender:
         try:
             result = await provider.send(n)
         except DeliveryFailed as failure:
+            log.info(
+                "%s did not take notification %s for %s: %s: %s",
+                provider.name,
+                n.id,
+                _recipient(n),
+                failure.error_class,
+                failure.message,
+            )
             if failure.error_class in _BREAKER_FAILURES:
                 await self._record(provider, success=False)
             elif failure.error_class in _PROVIDER_ANSWERED:
@@ -260,3 +268,14 @@ class FailoverSender:
                 return wait
             await self._sleep(wait.total_seconds())
             waited += wait
+
+
+def _recipient(n: Notification) -> str:
+    """Who a log line is about. Emails and phone numbers go in as they are: the log formatter
+    masks them (keeping the domain, the last digits), which still tells an operator which
+    domain or which number refused. Device tokens and URLs are only named."""
+    if n.address is None:
+        return f"user {n.user_id}"
+    if n.address.kind in ("email", "phone"):
+        return f"{n.address.kind} {n.address.value}"
+    return f"{n.address.kind} of user {n.user_id}"

@@ -37,6 +37,23 @@ def _bool(value: str) -> bool:
     raise ConfigError(f"not a boolean: {value!r}")
 
 
+def host_port_or_off(value: str) -> tuple[str, int] | None:
+    """'host:port' (IPv6 as '[::1]:9464') -> (host, port); 'off' -> None."""
+    text = value.strip()
+    if text.lower() == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port or off, got {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port must be 0 to 65535, got {number}")
+    return host.removeprefix("[").removesuffix("]"), number
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
@@ -65,6 +82,12 @@ class Settings:
     housekeeping_seconds: float = 5.0
     reconcile_grace_seconds: float = 5.0
     log_level: str = "INFO"
+    # "json": one object per line with trace and request ids (for collectors); "text": one
+    # line for a human. Both mask emails, phone numbers, tokens and secrets.
+    log_format: str = "json"
+    # Prometheus metrics over HTTP (serve, worker, run, dev): host:port, port 0 for any free
+    # one, "off" for none. Two processes on one host need two ports.
+    metrics_listen: str = "127.0.0.1:9464"
 
     # -- providers (a channel is offered when its providers are configured) -------------------
     # One deadline per provider call; an extra CA bundle to trust (self-signed sandbox peers).
@@ -161,7 +184,15 @@ class Settings:
     def attempts_for(self, channel: str) -> int:
         return dict(self.max_attempts_by_channel).get(channel, self.max_attempts)
 
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where to serve metrics; None when off."""
+        try:
+            return host_port_or_off(self.metrics_listen)
+        except ValueError as error:
+            raise ConfigError(f"NOTIFYD_METRICS_LISTEN: {error}") from error
+
     def check(self) -> None:
+        self.metrics_address()
         if not 0 <= self.dedup_window_seconds <= 7 * 24 * 3600:
             raise ConfigError("NOTIFYD_DEDUP_WINDOW_SECONDS must be 0 to 604800 (7 days)")
         if self.worker_concurrency < 1:

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from application.failover import FailoverSender
 from application.ports.clock import Clock
 from application.ports.repositories import UnitOfWorkFactory
-from application.ports.sender import Provider, Sender
+from application.ports.sender import CircuitBreaker, Provider, Sender
 from domain.notification import Channel
 from infrastructure.config import ConfigError, Settings
 from infrastructure.resilience.redis_breaker import RedisCircuitBreaker
@@ -32,18 +32,30 @@ from infrastructure.senders.push import (
 )
 from infrastructure.senders.sms import TwilioProvider, VonageProvider
 from infrastructure.senders.webhook import WebhookSender
+from infrastructure.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
 
 class ChannelSenders:
-    """The senders by channel, and what must be closed at shutdown (pooled connections)."""
+    """The senders by channel, and what must be closed at shutdown (pooled connections).
+    ``guarded`` names the providers behind ``breaker``, ``unguarded`` those without one (for
+    the breaker gauges)."""
 
     def __init__(
-        self, senders: dict[Channel, Sender], closers: Sequence[Callable[[], Awaitable[None]]]
+        self,
+        senders: dict[Channel, Sender],
+        closers: Sequence[Callable[[], Awaitable[None]]],
+        *,
+        breaker: CircuitBreaker | None = None,
+        guarded: Sequence[str] = (),
+        unguarded: Sequence[str] = (),
     ) -> None:
         self.senders = senders
         self._closers = closers
+        self.breaker = breaker
+        self.guarded = tuple(guarded)
+        self.unguarded = tuple(unguarded)
 
     @property
     def channels(self) -> frozenset[Channel]:
@@ -78,6 +90,7 @@ def build_channel_senders(
     redis: aioredis.Redis,
     uow: UnitOfWorkFactory,
     clock: Clock,
+    tracing: Tracing | None = None,
 ) -> ChannelSenders:
     cooldown = timedelta(seconds=settings.breaker_cooldown_seconds)
     breaker = RedisCircuitBreaker(
@@ -91,10 +104,17 @@ def build_channel_senders(
         redis, settings.rate_limit_per_second(), namespace=settings.redis_namespace
     )
 
+    guarded: list[str] = []
+    # With tracing on, each provider request gets a CLIENT span.
+    traced: Callable[[Sequence[Provider]], list[Provider]] = (
+        tracing.traced_providers if tracing is not None else list
+    )
+
     def chain(channel: Channel, providers: Sequence[Provider]) -> Sender:
+        guarded.extend(p.name for p in providers)
         return FailoverSender(
             channel,
-            providers,
+            traced(providers),
             clock=clock,
             breaker=breaker,
             limiter=limiter,
@@ -103,10 +123,11 @@ def build_channel_senders(
 
     # A webhook's "provider" is each tenant's own endpoint: one dead receiver must not open a
     # breaker that all tenants share, so webhooks and the inbox go without one.
-    senders: dict[Channel, Sender] = {
-        Channel.WEBHOOK: FailoverSender(Channel.WEBHOOK, [webhook], clock=clock),
-        Channel.IN_APP: FailoverSender(Channel.IN_APP, [InAppSender()], clock=clock),
-    }
+    unguarded = (
+        FailoverSender(Channel.WEBHOOK, traced([webhook]), clock=clock),
+        FailoverSender(Channel.IN_APP, traced([InAppSender()]), clock=clock),
+    )
+    senders: dict[Channel, Sender] = {s.channel: s for s in unguarded}
     closers: list[Callable[[], Awaitable[None]]] = []
     timeout = settings.provider_timeout_seconds
     http = provider_http_client(settings)
@@ -160,7 +181,13 @@ def build_channel_senders(
         apns = chain(Channel.PUSH, [apns_provider])
     if fcm is not None or apns is not None:
         senders[Channel.PUSH] = PlatformRoutedSender(DevicePlatforms(uow), ios=apns, other=fcm)
-    return ChannelSenders(senders, closers)
+    return ChannelSenders(
+        senders,
+        closers,
+        breaker=breaker,
+        guarded=guarded,
+        unguarded=[name for s in unguarded for name in s.provider_names],
+    )
 
 
 def _smtp_providers(settings: Settings) -> list[SmtpProvider]:

@@ -14,13 +14,16 @@ from dependency_injector import containers, providers
 
 from application.use_cases.administration import CreateApiKey, PutTemplate
 from application.use_cases.authenticate import AuthenticateApiKey
+from application.use_cases.bulk_jobs import CancelBulkJob, GetBulkJob, ListBulkJobRecipients
 from application.use_cases.bulk_send import BulkSend
 from application.use_cases.categories import GetCategory, ListCategories, PutCategory
 from application.use_cases.dead_letters import ListDeadLetters, ReplayDeadLetters
 from application.use_cases.deliver_notification import DeliverNotification
+from application.use_cases.engagement import TrackEngagement
 from application.use_cases.inbox import GetUnreadCount, MarkAsRead, PruneInboxEvents
 from application.use_cases.inbox_stream import StreamInbox
 from application.use_cases.manage_notification import CancelNotification, GetNotification
+from application.use_cases.notification_listing import ListNotifications
 from application.use_cases.policy_gate import PolicyGate
 from application.use_cases.preparation import NotificationPreparer
 from application.use_cases.recipients import (
@@ -32,6 +35,7 @@ from application.use_cases.recipients import (
 )
 from application.use_cases.reconcile_queue import ReconcileQueue
 from application.use_cases.send_notification import SendNotification
+from application.use_cases.stats import GetStats
 from application.use_cases.templates import (
     ActivateTemplateVersion,
     CreateTemplate,
@@ -50,13 +54,20 @@ from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
+from infrastructure.telemetry.gauges import GaugeRefresher
+from infrastructure.telemetry.logs import bind_request_id
+from infrastructure.telemetry.metrics import DeliveryMetrics, GrpcServerMetrics, Metrics
+from infrastructure.telemetry.tracing import active_tracing
 from infrastructure.templates import JinjaTemplateEngine, JinjaTemplateRenderer
 from interfaces.channel_senders import build_channel_senders
 from interfaces.grpc.category_servicer import CategoryServicer
+from interfaces.grpc.metrics_interceptor import MetricsInterceptor
 from interfaces.grpc.notification_servicer import NotificationServicer
 from interfaces.grpc.recipient_servicer import RecipientServicer
+from interfaces.grpc.request_ids import RequestIdInterceptor
 from interfaces.grpc.server import ApiServer
 from interfaces.grpc.template_servicer import TemplateServicer
+from interfaces.grpc.tracing_interceptor import TracingInterceptor
 from interfaces.worker.runner import Worker
 
 log = logging.getLogger(__name__)
@@ -98,6 +109,14 @@ class Container(containers.DeclarativeContainer):
     )
     redis = providers.Singleton(redis_client, settings.provided.redis_url)
     http = providers.Singleton(http_client)
+    # What the CLI's configure_tracing() set up from OTEL_*; disabled, nothing is traced.
+    tracing = providers.Singleton(active_tracing)
+    # One registry per process (API and worker share it in `run`); the CLI serves it.
+    metrics = providers.Singleton(Metrics)
+    delivery_metrics = providers.Singleton(DeliveryMetrics, metrics)
+    rpc_metrics = providers.Factory(
+        MetricsInterceptor, providers.Singleton(GrpcServerMetrics, metrics)
+    )
 
     uow = providers.Singleton(SqlUnitOfWorkFactory, engine)
     scheduler = providers.Singleton(
@@ -105,6 +124,7 @@ class Container(containers.DeclarativeContainer):
         redis,
         namespace=settings.provided.redis_namespace,
         starvation_after=providers.Factory(timedelta, seconds=settings.provided.starvation_seconds),
+        trace_context=tracing.provided.context_source,
     )
     template_engine = providers.Singleton(JinjaTemplateEngine)
     renderer = providers.Singleton(JinjaTemplateRenderer, uow, template_engine)
@@ -120,9 +140,24 @@ class Container(containers.DeclarativeContainer):
         timeout=settings.provided.webhook_timeout_seconds,
     )
     channel_senders = providers.Singleton(
-        build_channel_senders, settings, webhook=webhook_sender, redis=redis, uow=uow, clock=clock
+        build_channel_senders,
+        settings,
+        webhook=webhook_sender,
+        redis=redis,
+        uow=uow,
+        clock=clock,
+        tracing=tracing,
     )
     senders = channel_senders.provided.senders
+    gauges = providers.Singleton(
+        GaugeRefresher,
+        metrics,
+        scheduler,
+        clock,
+        breaker=channel_senders.provided.breaker,
+        guarded=channel_senders.provided.guarded,
+        unguarded=channel_senders.provided.unguarded,
+    )
     retry_policies = providers.Singleton(_retry_policies, settings)
     preparer = providers.Singleton(
         NotificationPreparer,
@@ -137,7 +172,14 @@ class Container(containers.DeclarativeContainer):
         providers.Factory(timedelta, seconds=settings.provided.dedup_window_seconds),
     )
     send_notification = providers.Singleton(
-        SendNotification, uow, scheduler, preparer, clock, policy_gate
+        SendNotification,
+        uow,
+        # The enqueue as its own span (when tracing): RPC -> enqueue -> deliver -> provider.
+        tracing.provided.traced_scheduler.call(scheduler),
+        preparer,
+        clock,
+        policy_gate,
+        observer=delivery_metrics,
     )
     bulk_send = providers.Singleton(BulkSend, uow, scheduler, preparer, clock, ids, policy_gate)
     get_notification = providers.Singleton(GetNotification, uow)
@@ -161,6 +203,7 @@ class Container(containers.DeclarativeContainer):
         providers.Object(random.random),
         lease=providers.Factory(timedelta, seconds=settings.provided.lease_seconds),
         inbox_notifier=inbox_notifier,
+        observer=delivery_metrics,
     )
     reconcile = providers.Singleton(
         ReconcileQueue,
@@ -187,6 +230,12 @@ class Container(containers.DeclarativeContainer):
         list_dead_letters,
         replay_dead_letters,
         stream_inbox,
+        list_notifications=providers.Singleton(ListNotifications, uow),
+        track_engagement=providers.Singleton(TrackEngagement, uow, clock, inbox_notifier),
+        get_stats=providers.Singleton(GetStats, uow, clock),
+        get_bulk_job=providers.Singleton(GetBulkJob, uow),
+        list_bulk_job_recipients=providers.Singleton(ListBulkJobRecipients, uow),
+        cancel_bulk_job=providers.Singleton(CancelBulkJob, uow, scheduler, clock),
     )
     recipient_servicer = providers.Singleton(
         RecipientServicer,
@@ -221,6 +270,12 @@ class Container(containers.DeclarativeContainer):
         categories=category_servicer,
         templates=template_servicer,
         reuse_port=settings.provided.reuse_port,
+        # Outermost first; the metrics interceptor sees every call's final status.
+        observers=providers.List(
+            providers.Factory(TracingInterceptor, tracing.provided.server_tracer),
+            providers.Factory(RequestIdInterceptor, providers.Object(bind_request_id)),
+            rpc_metrics,
+        ),
     )
     worker = providers.Factory(
         Worker,
@@ -233,6 +288,7 @@ class Container(containers.DeclarativeContainer):
         lease=providers.Factory(timedelta, seconds=settings.provided.lease_seconds),
         poll_interval=settings.provided.poll_interval_seconds,
         housekeeping_interval=settings.provided.housekeeping_seconds,
+        delivery_span=tracing.provided.delivery_spans,
     )
 
 

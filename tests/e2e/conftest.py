@@ -17,7 +17,14 @@ import pytest
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from infrastructure.persistence.migrations_runner import upgrade_to_head
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
-from tests.e2e.harness import E2E_DATABASE, NOTIFYD, Caller, Notifyd, WebhookReceiver
+from tests.e2e.harness import (
+    E2E_DATABASE,
+    NOTIFYD,
+    Caller,
+    Notifyd,
+    WebhookReceiver,
+    remember_log,
+)
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +124,9 @@ def _start(
 ) -> Notifyd:
     log_path = tmp_path_factory.mktemp("notifyd") / "notifyd.log"
     log = log_path.open("w")
+    remember_log(log_path)
+    # Port 0: several sessions (and the strict process) run side by side.
+    env = {**env, "NOTIFYD_METRICS_LISTEN": "127.0.0.1:0"}
     process = subprocess.Popen(
         [*NOTIFYD, command, "--listen", "127.0.0.1:0"],
         env=env,
@@ -126,6 +136,7 @@ def _start(
     )
     address = ""
     sink_url = ""
+    metrics_url = ""
     deadline = time.monotonic() + 30
     assert process.stdout is not None
     while time.monotonic() < deadline and not address:
@@ -135,6 +146,9 @@ def _start(
         match = re.search(r"listening on (\S+)", line)
         if match:
             address = match.group(1)
+        metrics = re.search(r"^metrics on (\S+)", line)
+        if metrics:
+            metrics_url = metrics.group(1)
         sink = re.search(r"^sandbox webhook\s+(https?://\S+)", line)
         if sink:
             sink_url = sink.group(1)
@@ -152,6 +166,7 @@ def _start(
         sandbox_dir=sandbox_dir,
         sink_url=sink_url,
         log_file=log,
+        metrics_url=metrics_url,
     )
 
 
@@ -194,3 +209,9 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The log audit (test_zz_logs.py) reads what every other test made notifyd log: it runs
+    # last, whatever other files sort after it.
+    items.sort(key=lambda item: item.path.name == "test_zz_logs.py")

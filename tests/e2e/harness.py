@@ -17,6 +17,17 @@ import psycopg
 NOTIFYD = [sys.executable, "-m", "interfaces.cli.main"]
 E2E_DATABASE = "notifyd_e2e"
 
+# What the log audit (test_zz_logs.py, run last) checks: every log a notifyd process or CLI
+# call wrote in this session, and every API key and webhook secret notifyd handed out.
+SESSION_LOGS: list[Path] = []
+ISSUED_SECRETS: set[str] = set()
+_SECRET = re.compile(r"\b(?:nfy_|whsec_)\S+")
+
+
+def remember_log(path: Path) -> None:
+    if path not in SESSION_LOGS:
+        SESSION_LOGS.append(path)
+
 
 @dataclass
 class Caller:
@@ -41,6 +52,8 @@ class Notifyd:
     sandbox_dir: Path | None = None
     sink_url: str = ""
     log_file: IO[str] | None = None
+    # http://host:port/metrics, from the process' "metrics on" line.
+    metrics_url: str = ""
 
     def journal(self, peer: str) -> list[dict[str, Any]]:
         """What the sandbox ``peer`` (smtp, twilio, vonage, fcm, apns, webhook) received."""
@@ -54,6 +67,12 @@ class Notifyd:
         done = subprocess.run(
             [*NOTIFYD, *args], env=self.env, capture_output=True, text=True, timeout=60
         )
+        ISSUED_SECRETS.update(_SECRET.findall(done.stdout))
+        if done.stderr:
+            cli_log = self.log_path.with_name("cli.log")
+            with cli_log.open("a") as log:
+                log.write(done.stderr)
+            remember_log(cli_log)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -15,7 +15,7 @@ import pytest
 from interfaces.grpc.gen.notify.v1 import notification_pb2 as pb
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2_grpc as svc_grpc
-from tests.e2e.harness import NOTIFYD
+from tests.e2e.harness import NOTIFYD, remember_log
 from tests.e2e.helpers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -24,12 +24,20 @@ DEV_KEY = "nfy_dev_e2e_0123456789abcdef"
 
 
 def test_dev_mode_starts_everything_and_serves(tmp_path: Path) -> None:
-    env = {**os.environ, "NOTIFYD_LISTEN": "127.0.0.1:0", "NOTIFYD_DEV_API_KEY": DEV_KEY}
+    env = {
+        **os.environ,
+        "NOTIFYD_LISTEN": "127.0.0.1:0",
+        "NOTIFYD_METRICS_LISTEN": "127.0.0.1:0",
+        "NOTIFYD_DEV_API_KEY": DEV_KEY,
+    }
+    log_path = tmp_path / "notifyd-dev.log"
+    remember_log(log_path)
+    log = log_path.open("w")
     process = subprocess.Popen(
         [*NOTIFYD, "dev", "--data-dir", str(tmp_path / "var")],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         text=True,
     )
     try:
@@ -80,6 +88,7 @@ def test_dev_mode_starts_everything_and_serves(tmp_path: Path) -> None:
     finally:
         process.terminate()
         code = process.wait(30)
+        log.close()
     assert code == 0, "dev mode should stop cleanly on SIGTERM"
     # Stopping dev mode stops its embedded Postgres too.
     pid_file = tmp_path / "var" / "postgres" / "postmaster.pid"

@@ -79,6 +79,8 @@ BASE_ENV = {
     "NOTIFYD_RECONCILE_GRACE_SECONDS": "1",
     "NOTIFYD_DB_POOL_SIZE": "10",
     "NOTIFYD_LOG_LEVEL": "INFO",
+    # Several processes per host: the default metrics port would be taken by the first.
+    "NOTIFYD_METRICS_LISTEN": "127.0.0.1:0",
 }
 
 

@@ -419,6 +419,7 @@ async def test_default_key_layout(redis_client: aioredis.Redis) -> None:
         "{notifyd}:prio",
         "{notifyd}:fence",
         "{notifyd}:lease_token",
+        "{notifyd}:trace",
     )
 
 
@@ -436,3 +437,108 @@ async def test_rejects_naive_datetimes_and_bad_arguments(
         RedisScheduler(redis_client, namespace="a{b}")
     with pytest.raises(ValueError, match="starvation_after"):
         RedisScheduler(redis_client, starvation_after=timedelta(0))
+
+
+# -- trace contexts ---------------------------------------------------------------------------
+
+TRACE_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE_B = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+class CurrentTrace:
+    """Stands in for the tracing module: the context of whatever span is current."""
+
+    def __init__(self, value: str = "") -> None:
+        self.value = value
+
+    def __call__(self) -> str:
+        return self.value
+
+
+def traced(redis_client: aioredis.Redis, current: CurrentTrace) -> RedisScheduler:
+    return RedisScheduler(redis_client, trace_context=current)
+
+
+async def test_claim_carries_the_context_of_the_enqueue(redis_client: aioredis.Redis) -> None:
+    current = CurrentTrace(TRACE_A)
+    scheduler = traced(redis_client, current)
+    await scheduler.enqueue([item("n1")], T0)
+    current.value = TRACE_B
+    await scheduler.enqueue([item("n2")], T0)
+    current.value = ""
+
+    claims = await scheduler.claim(10, T0, LEASE)
+
+    assert {c.notification_id: c.trace_context for c in claims} == {"n1": TRACE_A, "n2": TRACE_B}
+
+
+async def test_an_item_given_its_own_context_keeps_it(redis_client: aioredis.Redis) -> None:
+    scheduler = traced(redis_client, CurrentTrace(TRACE_A))
+    own = QueueItem(
+        notification_id="n1", priority=Priority.MEDIUM, due_at=T0, trace_context=TRACE_B
+    )
+    await scheduler.enqueue([own], T0)
+
+    [claim] = await scheduler.claim(1, T0, LEASE)
+
+    assert claim.trace_context == TRACE_B
+
+
+async def test_a_re_enqueue_without_a_context_keeps_the_stored_one(
+    redis_client: aioredis.Redis,
+) -> None:
+    current = CurrentTrace(TRACE_A)
+    scheduler = traced(redis_client, current)
+    await scheduler.enqueue([item("n1", due=at(60))], T0)
+    # The reconciler re-enqueues outside any span; a replay does so inside a new request's.
+    current.value = ""
+    await scheduler.enqueue([item("n1")], T0)
+    assert (await scheduler.claim(1, T0, LEASE))[0].trace_context == TRACE_A
+
+
+async def test_the_context_survives_retries_and_lease_recovery(
+    redis_client: aioredis.Redis,
+) -> None:
+    scheduler = traced(redis_client, CurrentTrace(TRACE_A))
+    await scheduler.enqueue([item("n1")], T0)
+    [first] = await scheduler.claim(1, T0, LEASE)
+    assert await scheduler.retry_at(first, at(5), T0)
+    [second] = await scheduler.claim(1, at(5), LEASE)
+    assert await scheduler.recover_expired_leases(at(5) + LEASE, 10) == 1
+    [third] = await scheduler.claim(1, at(5) + LEASE, LEASE)
+
+    assert [c.trace_context for c in (first, second, third)] == [TRACE_A] * 3
+
+
+async def test_ack_and_remove_drop_the_context(redis_client: aioredis.Redis) -> None:
+    scheduler = traced(redis_client, CurrentTrace(TRACE_A))
+    trace_key = scheduler.keys[9]
+    await scheduler.enqueue([item("acked"), item("removed", due=at(60)), item("held")], T0)
+    claims = {c.notification_id: c for c in await scheduler.claim(2, T0, LEASE)}
+    assert set(claims) == {"acked", "held"}
+
+    assert await scheduler.ack(claims["acked"])
+    await scheduler.remove("removed")
+    # A held lease keeps its context for its holder, like its priority.
+    await scheduler.remove("held")
+
+    assert await redis_client.hkeys(trace_key) == [b"held"]
+    assert await scheduler.ack(claims["held"])
+    assert not await redis_client.exists(trace_key)
+
+
+async def test_without_tracing_the_hash_is_never_written_nor_read(
+    redis_client: aioredis.Redis,
+) -> None:
+    traced_side = traced(redis_client, CurrentTrace(TRACE_A))
+    plain = RedisScheduler(redis_client)
+    await plain.enqueue([item("n1")], T0)
+    assert not await redis_client.exists(plain.keys[9])
+    # Queued by a traced API process, delivered by a worker that does not trace: the claim
+    # does not look the context up, and the ack still drops it (no leak).
+    await traced_side.enqueue([item("n2")], T0)
+    claims = await plain.claim(10, T0, LEASE)
+    assert [c.trace_context for c in claims] == ["", ""]
+    for claim in claims:
+        assert await plain.ack(claim)
+    assert not await redis_client.exists(plain.keys[9])

@@ -15,6 +15,8 @@ class QueueItem:
     notification_id: str
     priority: Priority
     due_at: datetime
+    # The W3C trace context the delivery continues ("" = none, or keep the one stored).
+    trace_context: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,30 @@ class Claim:
     priority: Priority
     token: int
     lease_deadline: datetime
+    # The W3C trace context stored when the item was enqueued ("" when tracing is off).
+    trace_context: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityStats:
+    """One priority's items: waiting to be claimed (``ready``), waiting for their due time
+    (``delayed``: scheduled sends, backoffs, holds) and claimed (``leased``)."""
+
+    ready: int = 0
+    delayed: int = 0
+    leased: int = 0
+    # How long the longest-waiting item that is due (ready, or delayed past its due time) has
+    # been due; zero when none is.
+    oldest_due_age: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    by_priority: dict[Priority, PriorityStats]
+    # Delayed and leased items a bounded snapshot did not attribute to a priority (a very
+    # large delayed set): with them, every state's total is exact.
+    unattributed_delayed: int = 0
+    unattributed_leased: int = 0
 
 
 class Scheduler(Protocol):
@@ -64,4 +90,9 @@ class Scheduler(Protocol):
 
     async def run_id(self) -> str:
         """Identifies the queue's storage instance; a change means its contents may be gone."""
+        ...
+
+    async def stats(self, now: datetime) -> QueueStats:
+        """Counts per priority and state, and the oldest due item's age: read only, one
+        consistent snapshot, every priority present."""
         ...

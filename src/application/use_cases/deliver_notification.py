@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from application.errors import ConcurrentUpdate, Unavailable
 from application.ports.clock import Clock
+from application.ports.delivery_observer import (
+    AttemptResult,
+    DeliveryObserver,
+    DeliveryOutcome,
+    NoObserver,
+    tell,
+)
 from application.ports.inbox_notifier import InboxNotifier
 from application.ports.repositories import (
     InboxEventKind,
@@ -35,6 +43,14 @@ log = logging.getLogger(__name__)
 # A claim made a little before its due time (clock skew between processes) is still served.
 EARLY_TOLERANCE = timedelta(milliseconds=50)
 
+_HANDLED = {
+    Status.SENT: DeliveryOutcome.SENT,
+    Status.DELIVERED: DeliveryOutcome.SENT,
+    Status.QUEUED: DeliveryOutcome.RETRY,
+    Status.FAILED: DeliveryOutcome.FAILED,
+    Status.EXPIRED: DeliveryOutcome.EXPIRED,
+}
+
 
 class DeliverNotification:
     def __init__(
@@ -48,8 +64,10 @@ class DeliverNotification:
         lease: timedelta = timedelta(seconds=30),
         record_patience: timedelta = timedelta(minutes=5),
         inbox_notifier: InboxNotifier | None = None,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self._inbox_notifier = inbox_notifier
+        self._observer: DeliveryObserver = observer or NoObserver()
         self._lease = lease
         self._record_patience = record_patience
         self._uow = uow
@@ -65,9 +83,11 @@ class DeliverNotification:
         if notification is None:
             return None
         if notification.status is not Status.SENDING:
+            self._observe_unsent(notification)
             await self._scheduler.ack(claim)
             return notification.status
         outcome = await self._send_holding_lease(claim, notification)
+        self._observe_attempts(notification.channel, outcome)
         failed = outcome if isinstance(outcome, DeliveryFailed) else None
         # The address verdict belongs to the notification's channel and address as sent, which
         # a fallback to the next channel is about to replace.
@@ -147,6 +167,7 @@ class DeliverNotification:
     async def _finish(
         self, claim: Claim, n: Notification, outcome: Delivered | DeliveryFailed
     ) -> Status | None:
+        tried_on = n.channel
         for tried in outcome.failovers:
             n.record_failover(tried.finished_at, provider=tried.provider, message=tried.message)
         now = self._clock.now()
@@ -164,11 +185,60 @@ class DeliverNotification:
             )
         if not await self._record(claim, n):
             return None
+        # Counted once recorded: a superseded outcome is the other holder's to count, and an
+        # unrecorded one is delivered again (and counted then).
+        self._observe_handled(tried_on, n, outcome, now)
         if n.status is Status.QUEUED:
             await self._scheduler.retry_at(claim, n.due_at, now)
         else:
             await self._scheduler.ack(claim)
         return n.status
+
+    def _observe_attempts(self, channel: Channel, outcome: Delivered | DeliveryFailed) -> None:
+        for tried in outcome.failovers:
+            tell(
+                functools.partial(
+                    self._observer.attempt_finished,
+                    channel,
+                    tried.provider,
+                    AttemptResult.FAILED_OVER,
+                )
+            )
+        if isinstance(outcome, Delivered):
+            provider, result = outcome.result.provider, AttemptResult.ACCEPTED
+        else:
+            provider, result = outcome.provider, AttemptResult.of_failure(outcome.error_class)
+        tell(functools.partial(self._observer.attempt_finished, channel, provider, result))
+
+    def _observe_handled(
+        self,
+        tried_on: Channel,
+        n: Notification,
+        outcome: Delivered | DeliveryFailed,
+        now: datetime,
+    ) -> None:
+        latency: timedelta | None = None
+        if isinstance(outcome, Delivered):
+            provider = outcome.result.provider
+            handled = DeliveryOutcome.SENT
+            # From when the caller wanted it sent; a quiet-hours hold or a backoff counts as
+            # waiting, as the recipient sees it.
+            due = n.created_at
+            if n.scheduled_at is not None and n.scheduled_at > due:
+                due = n.scheduled_at
+            latency = max(now - due, timedelta(0))
+        else:
+            provider = outcome.provider
+            handled = _HANDLED.get(n.status, DeliveryOutcome.FAILED)
+            if handled is DeliveryOutcome.RETRY and n.channel is not tried_on:
+                handled = DeliveryOutcome.FALLBACK
+        tell(lambda: self._observer.notification_handled(tried_on, provider, handled, latency))
+
+    def _observe_unsent(self, n: Notification) -> None:
+        """Expired before it could be sent, or given up after its holders kept vanishing."""
+        provider = n.attempts[-1].provider if n.attempts else ""
+        handled = _HANDLED.get(n.status, DeliveryOutcome.FAILED)
+        tell(lambda: self._observer.notification_handled(n.channel, provider, handled))
 
     async def _record(self, claim: Claim, n: Notification) -> bool:
         """Write the outcome. The provider has answered, so giving up would mean sending again:

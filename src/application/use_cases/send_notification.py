@@ -7,6 +7,12 @@ from datetime import datetime, timedelta
 
 from application.errors import IdempotencyConflict
 from application.ports.clock import Clock
+from application.ports.delivery_observer import (
+    AcceptanceObserver,
+    AcceptanceOutcome,
+    NoObserver,
+    tell,
+)
 from application.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 from application.principal import Principal
@@ -65,7 +71,9 @@ class SendNotification:
         preparer: NotificationPreparer,
         clock: Clock,
         gate: PolicyGate | None = None,
+        observer: AcceptanceObserver | None = None,
     ) -> None:
+        self._observer: AcceptanceObserver = observer or NoObserver()
         self._uow = uow
         self._scheduler = scheduler
         self._preparer = preparer
@@ -79,11 +87,25 @@ class SendNotification:
             category = await category_of(uow, principal.tenant_id, command.category)
             prepared = await self._preparer.prepare(command, principal, now, recipient)
             outcome = await self._store(uow, prepared, category, recipient, now)
+        if not outcome.replayed:
+            # Counted once stored: a failed enqueue below is repaired by a replay or the
+            # reconciler, and neither is a new acceptance.
+            tell(lambda: self._observe(outcome))
         # Enqueueing after the commit: if it fails the caller gets UNAVAILABLE, and its retry
         # (a replay) enqueues again; the reconciler covers a caller that never retries.
         if outcome.notification.status is Status.QUEUED and not outcome.deduplicated:
             await self._scheduler.enqueue([queue_item(outcome.notification)], now)
         return outcome
+
+    def _observe(self, outcome: SendOutcome) -> None:
+        n = outcome.notification
+        if outcome.deduplicated:
+            accepted = AcceptanceOutcome.DEDUPLICATED
+        elif n.status is Status.SUPPRESSED:
+            accepted = AcceptanceOutcome.SUPPRESSED
+        else:
+            accepted = AcceptanceOutcome.QUEUED
+        self._observer.notification_accepted(n.channel, n.priority, accepted)
 
     async def _store(
         self,

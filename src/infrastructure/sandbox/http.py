@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -102,7 +103,9 @@ async def serve_asgi(
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
-    config.errorlog = None
+    # Hypercorn's own logger, without a handler of its own: its errors reach the process's
+    # one (masking) handler like every other library's.
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1
     if tls is not None:
         config.certfile = str(tls.cert_file)

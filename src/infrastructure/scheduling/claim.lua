@@ -1,6 +1,7 @@
--- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token (order fixed by redis_scheduler.py)
--- ARGV: now_ms, limit, deadline_ms, aged_before_ms, promote_max
--- Returns a flat array: id, priority, token, deadline_ms for each claimed item.
+-- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token, trace (order fixed by redis_scheduler.py)
+-- ARGV: now_ms, limit, deadline_ms, aged_before_ms, promote_max, with_trace (1 or 0)
+-- Returns a flat array: id, priority, token, deadline_ms (and, with_trace, its trace context or
+-- '') for each claimed item.
 -- Times arrive as decimal strings and are handed back to Redis untouched, so no large number is
 -- ever formatted by Lua (whose tostring keeps only 14 significant digits).
 local now = ARGV[1]
@@ -8,6 +9,7 @@ local limit = tonumber(ARGV[2])
 local deadline = ARGV[3]
 local aged_before = ARGV[4]
 local promote_max = tonumber(ARGV[5])
+local with_trace = ARGV[6] == '1'
 
 -- A missing or corrupt priority must not lose the item: Postgres holds the truth and the
 -- status compare-and-set protects delivery, so serving it as LOW is the safe degradation.
@@ -70,5 +72,8 @@ for i = 1, #taken do
   out[#out + 1] = p
   out[#out + 1] = token
   out[#out + 1] = deadline
+  if with_trace then
+    out[#out + 1] = redis.call('HGET', KEYS[10], id) or ''
+  end
 end
 return out

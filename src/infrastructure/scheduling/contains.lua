@@ -1,4 +1,4 @@
--- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token (order fixed by redis_scheduler.py)
+-- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token, trace (order fixed by redis_scheduler.py)
 -- ARGV: id...
 -- Returns one 0/1 per id. Atomic so an item moving between sets (claim, recovery) is never
 -- reported missing mid-move.

@@ -1,4 +1,4 @@
--- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token (order fixed by redis_scheduler.py)
+-- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token, trace (order fixed by redis_scheduler.py)
 -- ARGV: id, token, deadline_ms
 if redis.call('HGET', KEYS[9], ARGV[1]) ~= ARGV[2] then
   return 0

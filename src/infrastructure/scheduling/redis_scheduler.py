@@ -9,6 +9,8 @@ multi-key Lua scripts require):
 - ``{ns}:prio``          hash id -> priority value
 - ``{ns}:fence``         counter; one INCR per claimed item gives the fencing token
 - ``{ns}:lease_token``   hash id -> token of the current lease
+- ``{ns}:trace``         hash id -> W3C trace context of the enqueue (only while tracing), so
+                         the delivery continues the trace of the request that queued it
 
 An id is in at most one of ready/delayed/leased. Times always come from the caller's ``now``,
 never from Redis or the local clock, so that tests and every worker agree on one clock.
@@ -18,14 +20,14 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from application.ports.scheduler import Claim, QueueItem
+from application.ports.scheduler import Claim, PriorityStats, QueueItem, QueueStats
 from domain.notification import Priority
 from infrastructure.redis_calls import (
     EPOCH,
@@ -39,6 +41,9 @@ from infrastructure.redis_calls import (
 # Bounds the work one claim does when a large backlog of scheduled sends falls due at once;
 # the rest is promoted by the following claims.
 PROMOTE_PER_CLAIM: Final = 1000
+# Bounds the priority lookups one stats() snapshot makes per delayed/leased set: a backlog of
+# scheduled sends beyond it is counted, but not split by priority.
+STATS_SCAN_LIMIT: Final = 10_000
 
 _PRIORITIES_LOW_TO_HIGH: Final = tuple(sorted(Priority))
 
@@ -61,13 +66,17 @@ class RedisScheduler:
         *,
         namespace: str = "notifyd",
         starvation_after: timedelta = timedelta(seconds=30),
+        trace_context: Callable[[], str] | None = None,
     ) -> None:
+        """``trace_context`` gives the current W3C trace context as text ("" for none); None
+        (tracing off) leaves the trace hash out of enqueue and claim altogether."""
         if not namespace or "{" in namespace or "}" in namespace:
             # Braces would change the hash tag and scatter the keys over Cluster slots.
             raise ValueError(f"namespace must be non-empty and brace-free, got {namespace!r}")
         self._client = client
         self._namespace = namespace
         self._starvation_ms = duration_ms(starvation_after, "starvation_after")
+        self._trace_context = trace_context
         prefix = f"{{{namespace}}}"
         self._ready_keys: dict[Priority, str] = {
             p: f"{prefix}:ready:{p.value}" for p in _PRIORITIES_LOW_TO_HIGH
@@ -80,6 +89,7 @@ class RedisScheduler:
             f"{prefix}:prio",
             f"{prefix}:fence",
             f"{prefix}:lease_token",
+            f"{prefix}:trace",
         )
         # register_script's Script runs EVALSHA and reloads on NOSCRIPT, so a Redis restart or
         # SCRIPT FLUSH costs one extra round-trip instead of an error.
@@ -92,6 +102,7 @@ class RedisScheduler:
         self._recover = self._script("recover.lua")
         self._depth = self._script("depth.lua")
         self._contains = self._script("contains.lua")
+        self._stats = self._script("stats.lua")
 
     @property
     def namespace(self) -> str:
@@ -99,7 +110,8 @@ class RedisScheduler:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """All keys this scheduler touches (ready 1..4, delayed, leased, prio, fence, tokens)."""
+        """All keys this scheduler touches (ready 1..4, delayed, leased, prio, fence, tokens,
+        trace contexts)."""
         return self._keys
 
     def _script(self, name: str) -> AsyncScript:
@@ -113,9 +125,15 @@ class RedisScheduler:
         now_ms = since_epoch(now)
         if not items:
             return
+        current = self._trace_context() if self._trace_context is not None else ""
         args: list[str | int] = [now_ms]
         for item in items:
-            args += [item.notification_id, Priority(item.priority).value, since_epoch(item.due_at)]
+            args += [
+                item.notification_id,
+                Priority(item.priority).value,
+                since_epoch(item.due_at),
+                item.trace_context or current,
+            ]
         await self._run(self._enqueue, *args)
 
     async def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Claim]:
@@ -130,15 +148,18 @@ class RedisScheduler:
             now_ms + lease_ms,
             now_ms - self._starvation_ms,
             PROMOTE_PER_CLAIM,
+            0 if self._trace_context is None else 1,
         )
+        stride = 4 if self._trace_context is None else 5
         return [
             Claim(
                 notification_id=text(raw[i]),
                 priority=Priority(int(raw[i + 1])),
                 token=int(raw[i + 2]),
                 lease_deadline=_from_ms(int(raw[i + 3])),
+                trace_context=text(raw[i + 4]) if stride == 5 else "",
             )
-            for i in range(0, len(raw), 4)
+            for i in range(0, len(raw), stride)
         ]
 
     async def ack(self, claim: Claim) -> bool:
@@ -173,6 +194,18 @@ class RedisScheduler:
         counts = [int(c) for c in await self._run(self._depth)]
         names = [p.name for p in _PRIORITIES_LOW_TO_HIGH] + ["delayed", "leased"]
         return dict(zip(names, counts, strict=True))
+
+    async def stats(self, now: datetime) -> QueueStats:
+        """Per priority: ready, delayed and leased counts and the oldest due item's age; one
+        read-only script, so one round trip and one consistent snapshot."""
+        now_ms = since_epoch(now)
+        raw = [int(v) for v in await self._run(self._stats, now_ms, STATS_SCAN_LIMIT)]
+        by_priority: dict[Priority, PriorityStats] = {}
+        for i, priority in enumerate(_PRIORITIES_LOW_TO_HIGH):
+            ready, delayed, leased, oldest_ms = raw[4 * i : 4 * i + 4]
+            age = max(now_ms - oldest_ms, 0) * MS if oldest_ms >= 0 else timedelta(0)
+            by_priority[priority] = PriorityStats(ready, delayed, leased, age)
+        return QueueStats(by_priority, unattributed_delayed=raw[16], unattributed_leased=raw[17])
 
     async def contains(self, notification_id: str) -> bool:
         """Whether the id is ready, delayed or leased."""

@@ -1,4 +1,4 @@
--- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token (order fixed by redis_scheduler.py)
+-- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token, trace (order fixed by redis_scheduler.py)
 -- ARGV: id, token, now_ms, due_ms, claimed_priority
 local id = ARGV[1]
 if redis.call('HGET', KEYS[9], id) ~= ARGV[2] then

@@ -16,17 +16,23 @@ from typing import Any
 from application.use_cases.templates import TemplateDraft
 from domain.errors import ValidationFailed
 from infrastructure.config import ConfigError, Settings
+from infrastructure.telemetry.metrics import MetricsServer
+from infrastructure.telemetry.tracing import configure_tracing, shutdown_tracing
 from interfaces.container import Container, close_clients
 
 log = logging.getLogger("notifyd")
 
+# The commands that serve, and so may trace (OTEL_* variables, see telemetry/tracing.py).
+SERVING_COMMANDS = ("dev", "serve", "worker", "run")
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+
+def _configure_logging(level: str, log_format: str) -> None:
+    from infrastructure.telemetry.logs import configure_logging
+
+    try:
+        configure_logging(level, log_format.strip().lower())
+    except ValueError as error:
+        raise ConfigError(f"NOTIFYD_LOG_FORMAT / NOTIFYD_LOG_LEVEL: {error}") from error
 
 
 def _say(text: str) -> None:
@@ -50,24 +56,48 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def _start_metrics(container: Container) -> MetricsServer | None:
+    settings: Settings = container.settings()
+    address = settings.metrics_address()
+    if address is None:
+        return None
+    try:
+        server = MetricsServer(container.metrics().registry, *address)
+    except OSError as error:
+        raise ConfigError(
+            f"NOTIFYD_METRICS_LISTEN={settings.metrics_listen}: {error}; each notifyd process "
+            "on a host needs a port of its own (0 picks a free one), or off"
+        ) from error
+    _say(f"metrics on {server.url}")
+    return server
+
+
 async def _serve(container: Container, stop: asyncio.Event, *, api: bool, worker: bool) -> None:
     settings: Settings = container.settings()
     tasks: list[asyncio.Task[None]] = []
     server = None
-    if api:
-        server = container.api_server()
-        await server.start()
-        _say(f"notifyd API listening on {server.address}")
-    if worker:
-        tasks.append(
-            asyncio.create_task(container.worker().run(stop, settings.shutdown_grace_seconds))
-        )
-        _say("notifyd worker started")
-    await stop.wait()
-    log.info("shutting down")
-    if server is not None:
-        await server.stop(settings.shutdown_grace_seconds)
-    await asyncio.gather(*tasks)
+    metrics = _start_metrics(container)
+    try:
+        if metrics is not None:
+            tasks.append(asyncio.create_task(container.gauges().run(stop)))
+        if api:
+            server = container.api_server()
+            await server.start()
+            _say(f"notifyd API listening on {server.address}")
+        if worker:
+            tasks.append(
+                asyncio.create_task(container.worker().run(stop, settings.shutdown_grace_seconds))
+            )
+            _say("notifyd worker started")
+        await stop.wait()
+        log.info("shutting down")
+        if server is not None:
+            await server.stop(settings.shutdown_grace_seconds)
+        await asyncio.gather(*tasks)
+    finally:
+        if metrics is not None:
+            # Last: a scrape during the drain still sees the final counts.
+            await asyncio.to_thread(metrics.stop)
 
 
 @contextlib.asynccontextmanager
@@ -386,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _configure_logging(settings.log_level)
+        _configure_logging(settings.log_level, settings.log_format)
+        if args.command in SERVING_COMMANDS:
+            configure_tracing()
         run = _dispatch(args, settings)
         import uvloop
 
@@ -403,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"notifyd: {error}", file=sys.stderr)
             return 1
         raise
+    finally:
+        # Spans still buffered are exported before the process goes.
+        shutdown_tracing()
     return 0
 
 

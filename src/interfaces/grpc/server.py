@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -51,10 +54,13 @@ class ApiServer:
         categories: CategoryServicer,
         templates: TemplateServicer,
         reuse_port: bool = False,
+        observers: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self._servicer = servicer
         self._server = grpc.aio.server(
-            interceptors=[AuthInterceptor(authenticate)],
+            # Observers (traces, metrics, request ids) run outermost, so they see every call
+            # with its final status, refused authentications included.
+            interceptors=[*observers, AuthInterceptor(authenticate)],
             options=[
                 # Off by default so a second server on a taken port fails loudly instead of
                 # silently sharing it; on for several API processes behind one port.
@@ -93,3 +99,6 @@ class ApiServer:
         # from their cursor on another instance.
         self._servicer.stop_streams()
         await self._server.stop(grace)
+        # Bulk sends whose callers went away still run: they get the same grace.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._servicer.finish_detached(), grace)

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
+
+from opentelemetry import trace
 
 from application.errors import Unavailable
 from application.ports.clock import Clock
@@ -16,6 +19,13 @@ from application.use_cases.inbox import PruneInboxEvents
 from application.use_cases.reconcile_queue import ReconcileQueue
 
 log = logging.getLogger(__name__)
+
+# The span of one delivery, child of the context the claim brought from Redis.
+DeliverySpan = Callable[[Claim], contextlib.AbstractContextManager[trace.Span]]
+
+
+def _untraced(_: Claim) -> contextlib.AbstractContextManager[trace.Span]:
+    return contextlib.nullcontext(trace.INVALID_SPAN)
 
 
 class Worker:
@@ -32,8 +42,10 @@ class Worker:
         poll_interval: float = 0.05,
         housekeeping_interval: float = 5.0,
         max_backoff: float = 5.0,
+        delivery_span: DeliverySpan | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._delivery_span = delivery_span or _untraced
         self._deliver = deliver
         self._reconcile = reconcile
         self._prune_inbox = prune_inbox
@@ -94,7 +106,10 @@ class Worker:
 
     async def _handle(self, claim: Claim) -> None:
         try:
-            await self._deliver.execute(claim)
+            with self._delivery_span(claim) as span:
+                status = await self._deliver.execute(claim)
+                # None: cancelled, settled or held by another worker meanwhile; not ours.
+                span.set_attribute("notifyd.notification.status", str(status or "skipped"))
             self.delivered += 1
             self._failure_backoff = 0.0
         except Unavailable as error:

@@ -1,0 +1,166 @@
+"""A SERVER span per RPC, continuing the caller's trace (W3C traceparent in the metadata).
+
+Registered as an observer (outside authentication), so refused calls are traced too. Health
+checks and reflection are left out: load balancers probe every few seconds, and a trace per
+probe would bury the ones that matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+# Runs around one call, in the task that serves it (so context variables it sets are the
+# call's); exceptions pass through it.
+Around = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[object]]
+
+UNTRACED_PREFIXES: Final = ("/grpc.health.v1.", "/grpc.reflection.")
+
+# The codes that make a server span an error (OpenTelemetry's RPC conventions): the rest are
+# the caller's business (a bad argument is a correct answer, not a failure of the server).
+SERVER_ERRORS: Final = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status the RPC ends with: what abort or set_code chose, CANCELLED when the client
+    left (or its deadline passed), UNKNOWN for any other exception, else OK."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    if error is not None and not isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if code is None:
+        return grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
+    # Some grpc versions hand back the numeric code.
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+
+
+def wrap_calls(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
+    """``handler`` with each call run inside ``around(context)``, whatever its kind (unary or
+    streaming, coroutine or async generator). A synchronous handler is returned as it is."""
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    )
+    for kind, make in kinds:
+        inner = getattr(handler, kind)
+        if inner is None:
+            continue
+        if inspect.isasyncgenfunction(inner):
+            behaviour: Any = _around_generator(inner, around)
+        elif inspect.iscoroutinefunction(inner):
+            behaviour = _around_coroutine(inner, around)
+        else:
+            return handler
+        return make(  # type: ignore[no-any-return]
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+def _around_coroutine(
+    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], around: Around
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with around(context):
+            return await inner(request, context)
+
+    return call
+
+
+def _around_generator(
+    inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], around: Around
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with around(context):
+            async for item in inner(request, context):
+                yield item
+
+    return call
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in context.invocation_metadata() or ()
+        if isinstance(value, str)  # binary (-bin) entries carry no trace context
+    }
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Without a tracer (tracing off) it hands every handler through untouched."""
+
+    def __init__(self, tracer: trace.Tracer | None) -> None:
+        self._tracer = tracer
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if self._tracer is None or handler is None or method.startswith(UNTRACED_PREFIXES):
+            return handler
+        tracer = self._tracer
+        name = method.lstrip("/")
+        service, _, rpc_method = name.rpartition("/")
+
+        @contextlib.asynccontextmanager
+        async def span(context: grpc.aio.ServicerContext) -> AsyncIterator[trace.Span]:
+            with tracer.start_as_current_span(
+                name,
+                # The global propagator: W3C trace context (and baggage) unless OTEL_PROPAGATORS
+                # says otherwise. Nothing in the metadata: a new trace.
+                context=propagate.extract(_metadata(context)),
+                kind=SpanKind.SERVER,
+                attributes={
+                    "rpc.system": "grpc",
+                    "rpc.service": service,
+                    "rpc.method": rpc_method,
+                },
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as current:
+                error: BaseException | None = None
+                try:
+                    yield current
+                except BaseException as raised:
+                    error = raised
+                    raise
+                finally:
+                    _finish(current, context, error)
+
+        return wrap_calls(handler, span)
+
+
+def _finish(
+    span: trace.Span, context: grpc.aio.ServicerContext, error: BaseException | None
+) -> None:
+    code = final_code(context, error)
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in SERVER_ERRORS:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+        if error is not None and not isinstance(error, grpc.aio.AbortError):
+            span.record_exception(error)
