@@ -203,7 +203,7 @@ class FailoverSender:
                 n.id,
                 _recipient(n),
                 failure.error_class,
-                failure.message,
+                failure.summary,
             )
             if failure.error_class in _BREAKER_FAILURES:
                 await self._record(provider, success=False)

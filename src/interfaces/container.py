@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import grpc
 import httpx
 import redis.asyncio as aioredis
 from dependency_injector import containers, providers
@@ -55,7 +56,7 @@ from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
 from infrastructure.telemetry.gauges import GaugeRefresher
-from infrastructure.telemetry.logs import bind_request_id
+from infrastructure.telemetry.logs import bind_request_id, mask
 from infrastructure.telemetry.metrics import DeliveryMetrics, GrpcServerMetrics, Metrics
 from infrastructure.telemetry.tracing import active_tracing
 from infrastructure.templates import JinjaTemplateEngine, JinjaTemplateRenderer
@@ -86,6 +87,20 @@ def http_client() -> httpx.AsyncClient:
         follow_redirects=False,
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
     )
+
+
+def _server_observers(
+    settings: Settings,
+    tracing: grpc.aio.ServerInterceptor,
+    request_ids: grpc.aio.ServerInterceptor,
+    rpc_metrics: Callable[[], grpc.aio.ServerInterceptor],
+) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first; the metrics interceptor (last) sees every call's final status. With
+    metrics off nothing would ever read what it counts, so it is left out."""
+    observers = [tracing, request_ids]
+    if settings.metrics_address() is not None:
+        observers.append(rpc_metrics())
+    return observers
 
 
 def _retry_policies(settings: Settings) -> dict[Channel, RetryPolicy]:
@@ -181,7 +196,16 @@ class Container(containers.DeclarativeContainer):
         policy_gate,
         observer=delivery_metrics,
     )
-    bulk_send = providers.Singleton(BulkSend, uow, scheduler, preparer, clock, ids, policy_gate)
+    bulk_send = providers.Singleton(
+        BulkSend,
+        uow,
+        tracing.provided.traced_scheduler.call(scheduler),
+        preparer,
+        clock,
+        ids,
+        policy_gate,
+        observer=delivery_metrics,
+    )
     get_notification = providers.Singleton(GetNotification, uow)
     cancel_notification = providers.Singleton(CancelNotification, uow, scheduler, clock)
     inbox_notifier = providers.Singleton(
@@ -270,11 +294,14 @@ class Container(containers.DeclarativeContainer):
         categories=category_servicer,
         templates=template_servicer,
         reuse_port=settings.provided.reuse_port,
-        # Outermost first; the metrics interceptor sees every call's final status.
-        observers=providers.List(
-            providers.Factory(TracingInterceptor, tracing.provided.server_tracer),
+        observers=providers.Callable(
+            _server_observers,
+            settings,
+            providers.Factory(
+                TracingInterceptor, tracing.provided.server_tracer, providers.Object(mask)
+            ),
             providers.Factory(RequestIdInterceptor, providers.Object(bind_request_id)),
-            rpc_metrics,
+            rpc_metrics.provider,
         ),
     )
     worker = providers.Factory(

@@ -4,8 +4,9 @@ keys, webhook secrets or device tokens the suite used appears unmasked.
 
 Runs last (tests/e2e/conftest.py moves it to the end of the session), so it reads what all the
 other tests made notifyd log. It makes sure there is something to mask first: a delivery a
-provider refuses (the address goes into the log line) and a call that fails on a bad address
-(the error, with the address, is logged with the caller's request id)."""
+provider refuses (the address goes into the log line) and calls that fail on bad addresses
+(the error, which names the field and not the address, is logged with the caller's request
+id)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ E2E_SOURCES = sorted(Path(__file__).parent.glob("*.py"))
 # A number the sandbox's Twilio refuses as invalid (a PERMANENT failure, no suppression).
 REFUSED_PHONE = "+15005550001"
 AUDIT_EMAIL = "grace.logaudit@example.com"
+# Addresses the masker once let through: a national phone number and an email without a dot.
+NATIONAL_PHONE = "415-555-2671"
+LOCAL_EMAIL = "x@localhost"
 FIELDS = {"time", "level", "logger", "message"}
 OPTIONAL = {"trace_id", "span_id", "request_id", "exception", "stack"}
 LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
@@ -113,6 +117,23 @@ def provoked(stub: svc_grpc.NotificationServiceStub, notifyd: Notifyd) -> str:
     # The id comes back to the caller with the error.
     answered = tuple(refused.value.initial_metadata())  # type: ignore[attr-defined]
     assert ("x-request-id", request_id) in answered
+    for channel, address in (
+        (pb.CHANNEL_SMS, pb.Address(phone=NATIONAL_PHONE)),
+        (pb.CHANNEL_EMAIL, pb.Address(email=LOCAL_EMAIL)),
+    ):
+        with pytest.raises(grpc.RpcError) as bad_address:
+            stub.SendNotification(
+                svc.SendNotificationRequest(
+                    request_id=str(uuid.uuid4()),
+                    user_id="audit",
+                    channel=channel,
+                    category="log_audit",
+                    content=pb.Content(title="hi", body="hi"),
+                    address=address,
+                ),
+                metadata=(*globex.metadata, ("x-request-id", f"{request_id}-{channel}")),
+            )
+        assert bad_address.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     return request_id
 
 
@@ -122,7 +143,9 @@ def logs(notifyd: Notifyd, provoked: str) -> dict[Path, list[tuple[int, str]]]:
         return {path: _entries(path) for path in SESSION_LOGS if path.exists()}
 
     def complete(found: dict[Path, list[tuple[int, str]]]) -> bool:
-        return any(provoked in line for _, line in found.get(notifyd.log_path, []))
+        # The last of the provoked calls (the email one) is in.
+        last = f"{provoked}-{pb.CHANNEL_EMAIL}"
+        return any(last in line for _, line in found.get(notifyd.log_path, []))
 
     # Written by another process: wait until the provoked lines are in.
     return eventually(read, complete)
@@ -157,7 +180,8 @@ def test_every_line_is_a_json_object_with_the_fields(
 def test_no_personal_data_or_secret_appears_unmasked(
     logs: dict[Path, list[tuple[int, str]]],
 ) -> None:
-    secrets = ISSUED_SECRETS | _used_in_the_suite() | {REFUSED_PHONE, AUDIT_EMAIL}
+    secrets = ISSUED_SECRETS | _used_in_the_suite()
+    secrets |= {REFUSED_PHONE, AUDIT_EMAIL, NATIONAL_PHONE, LOCAL_EMAIL}
     # The harness's keys and secrets are in that set: prove it, or the check proves nothing.
     assert any(s.startswith("nfy_") for s in secrets)
     assert any(s.startswith("whsec_") for s in secrets)
@@ -179,10 +203,16 @@ def test_the_logs_do_mask_something(
 ) -> None:
     entries = [json.loads(line) for _, line in logs[notifyd.log_path]]
     masked = [e["message"] for e in entries if "***" in e["message"]]
-    # The refused number (its last two digits kept) and the refused call's address (its
-    # domain kept), each in a line that says what happened.
+    # The refused number (its last two digits kept), in a line that says what happened.
     assert any("+***01" in m and "twilio" in m for m in masked), masked
-    refused = [e for e in entries if e.get("request_id") == provoked]
-    assert len(refused) == 1, refused
-    assert "INVALID_ARGUMENT" in refused[0]["message"]
-    assert "***@example.com" in refused[0]["message"]
+    # The refused calls are logged with the field at fault, not the address itself.
+    for request_id, field in (
+        (provoked, "address.phone"),
+        (f"{provoked}-{pb.CHANNEL_SMS}", "address.phone"),
+        (f"{provoked}-{pb.CHANNEL_EMAIL}", "address.email"),
+    ):
+        refused = [e for e in entries if e.get("request_id") == request_id]
+        assert len(refused) == 1, refused
+        assert "INVALID_ARGUMENT" in refused[0]["message"]
+        assert field in refused[0]["message"]
+        assert "@" not in refused[0]["message"]

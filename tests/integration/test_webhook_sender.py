@@ -299,6 +299,8 @@ async def test_500_is_transient(receiver: Receiver, client: httpx.AsyncClient) -
     assert failed.rejection is None
     assert "500" in failed.message
     assert "database exploded" in failed.message
+    # The receiver's words stay in the attempt record; log lines get the status alone.
+    assert failed.summary == "HTTP 500"
 
 
 async def test_429_is_transient_and_honours_retry_after_seconds(
@@ -353,6 +355,7 @@ async def test_other_4xx_is_permanent(
     assert failed.rejection is None, "only 410 says the endpoint is gone"
     assert str(status) in failed.message
     assert "bad payload" in failed.message
+    assert failed.summary == f"HTTP {status}"
 
 
 async def test_a_redirect_is_permanent_and_not_followed(
@@ -363,6 +366,7 @@ async def test_a_redirect_is_permanent_and_not_followed(
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
     assert failed.error_class is ErrorClass.PERMANENT
     assert location in failed.message
+    assert location not in failed.summary
     assert [r.target for r in receiver.received] == ["/"]
 
 

@@ -35,9 +35,14 @@ class DeliveryFailed(Exception):
         retry_after: timedelta | None = None,
         rejection: AddressRejection | None = None,
         failovers: tuple[FailedOver, ...] = (),
+        summary: str | None = None,
     ) -> None:
         self.error_class = error_class
+        # Kept in the attempt record: it may quote what the receiver answered.
         self.message = message
+        # What a log line may say about it: without the receiver's words (a webhook response
+        # body can hold anything, and masking only catches what it recognises).
+        self.summary = message if summary is None else summary
         self.provider = provider
         self.retry_after = retry_after
         # What the provider said about the address itself (token gone, number unsubscribed).

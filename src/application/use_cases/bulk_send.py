@@ -10,6 +10,12 @@ from datetime import datetime
 from application.errors import ConcurrentUpdate, IdempotencyConflict
 from application.fingerprint import fingerprint
 from application.ports.clock import Clock, IdGenerator
+from application.ports.delivery_observer import (
+    AcceptanceObserver,
+    AcceptanceOutcome,
+    NoObserver,
+    tell,
+)
 from application.ports.repositories import BulkJobCall, UnitOfWork, UnitOfWorkFactory
 from application.ports.scheduler import Scheduler
 from application.principal import Principal
@@ -60,6 +66,8 @@ class RecipientOutcome:
     refusal: Refusal | None = None
     # ``notification`` is an earlier one with the same content (duplicate detection).
     deduplicated: bool = False
+    # ``notification`` was stored by this call (not an earlier answer, not a duplicate).
+    stored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +117,10 @@ class BulkSend:
         clock: Clock,
         ids: IdGenerator,
         gate: PolicyGate | None = None,
+        observer: AcceptanceObserver | None = None,
     ) -> None:
         self._gate = gate or PolicyGate()
+        self._observer: AcceptanceObserver = observer or NoObserver()
         self._uow = uow
         self._scheduler = scheduler
         self._preparer = preparer
@@ -144,6 +154,10 @@ class BulkSend:
     async def execute(self, principal: Principal, command: BulkSendCommand) -> BulkOutcome:
         self._check_shared(command)
         outcome = await self._run_until_settled(principal, command)
+        if not outcome.replayed:
+            # Counted once stored, like a single send: a failed enqueue below is repaired by a
+            # replay or the reconciler, and neither is a new acceptance.
+            tell(lambda: self._observe(outcome))
         # Enqueueing after the commit: if it fails the caller gets UNAVAILABLE, and its retry
         # (a replay) enqueues again; the reconciler covers a caller that never retries.
         queued = [
@@ -156,6 +170,17 @@ class BulkSend:
         if queued:
             await self._scheduler.enqueue(queued, self._clock.now())
         return outcome
+
+    def _observe(self, outcome: BulkOutcome) -> None:
+        for r in outcome.results:
+            if r.stored and r.notification is not None:
+                n = r.notification
+                accepted = (
+                    AcceptanceOutcome.SUPPRESSED
+                    if n.status is Status.SUPPRESSED
+                    else AcceptanceOutcome.QUEUED
+                )
+                self._observer.notification_accepted(n.channel, n.priority, accepted)
 
     async def _run_until_settled(
         self, principal: Principal, command: BulkSendCommand
@@ -393,7 +418,7 @@ class BulkSend:
         inserted = await uow.notifications.add_many(batch)
         for index, p, n in pending:
             if n.id in inserted:
-                results.append(RecipientOutcome(index, p.user_id, notification=n))
+                results.append(RecipientOutcome(index, p.user_id, notification=n, stored=True))
             else:
                 results.append(await self._earlier_or_refusal(uow, index, p))
         return results

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # A claim made a little before its due time (clock skew between processes) is still served.
 EARLY_TOLERANCE = timedelta(milliseconds=50)
+# How long a finished send waits for its lease keeper to stop before recording the outcome.
+KEEPER_STOP_SECONDS = 1.0
 
 _HANDLED = {
     Status.SENT: DeliveryOutcome.SENT,
@@ -133,13 +135,22 @@ class DeliverNotification:
             return await self._send(n)
         finally:
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            # Bounded: a Redis call cut off mid-reply can swallow the cancellation (seen after
+            # connection resets), and an unbounded wait then strands the answer unrecorded
+            # while the keeper goes on extending the lease, so nothing ever rescues it. A
+            # keeper that outlives us stops at its next extend: the lease is gone by then.
+            done, _ = await asyncio.wait({keeper}, timeout=KEEPER_STOP_SECONDS)
+            if not done:
+                log.warning("lease keeper for %s did not stop; recording the outcome anyway", n.id)
 
     async def _keep_lease(self, claim: Claim, n: Notification) -> None:
         period = self._lease.total_seconds() / 3
         while True:
             await asyncio.sleep(period)
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                # Cancelled, but a call below swallowed it: stop anyway.
+                return
             try:
                 if not await self._scheduler.extend(claim, self._clock.now(), self._lease):
                     log.warning("lease on %s lost while sending; the version check decides", n.id)

@@ -34,13 +34,15 @@ class Address:
     def parse(cls, kind: str, value: str, field: str = "address") -> Address:
         """Validate ``value`` as an address of ``kind``; ``field`` names it in any error."""
         path = f"{field}.{kind}"
+        # The messages never repeat the rejected value: errors are logged, and a malformed
+        # address is still personal data.
         if kind == "email":
             if not _EMAIL.fullmatch(value) or len(value) > 254:
-                raise ValidationFailed.single(path, f"{value!r} is not a valid email address")
+                raise ValidationFailed.single(path, "is not a valid email address")
         elif kind == "phone":
             if not _E164.fullmatch(value):
                 raise ValidationFailed.single(
-                    path, f"{value!r} is not an E.164 phone number (e.g. +14155550123)"
+                    path, "is not an E.164 phone number (e.g. +14155550123)"
                 )
         elif kind == "device_token":
             if not value.strip() or len(value) > MAX_DEVICE_TOKEN_CHARS:
@@ -64,7 +66,7 @@ def _check_webhook_url(value: str, path: str) -> None:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        raise ValidationFailed.single(path, f"{value!r} is not a URL: {exc}") from exc
+        raise ValidationFailed.single(path, "is not a URL (bad port or brackets)") from exc
     if parts.scheme not in ("http", "https"):
         raise ValidationFailed.single(path, "must be an http:// or https:// URL")
     if not parts.hostname:

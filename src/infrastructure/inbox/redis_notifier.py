@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 
@@ -141,7 +142,11 @@ class RedisInboxNotifier:
     def _start_pump(self) -> None:
         if self._closed or (self._pump is not None and not self._pump.done()):
             return
-        self._pump = asyncio.get_running_loop().create_task(self._run(), name="inbox-wakeups")
+        # A context of its own: the pump outlives the stream that happened to start it, and
+        # must not carry that call's request id or trace into its logs and spans.
+        self._pump = asyncio.get_running_loop().create_task(
+            self._run(), name="inbox-wakeups", context=contextvars.Context()
+        )
 
     async def _sync(self) -> None:
         """Make the pump's subscriptions match the channels local streams follow."""

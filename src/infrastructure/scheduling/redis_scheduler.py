@@ -43,7 +43,7 @@ from infrastructure.redis_calls import (
 PROMOTE_PER_CLAIM: Final = 1000
 # Bounds the priority lookups one stats() snapshot makes per delayed/leased set: a backlog of
 # scheduled sends beyond it is counted, but not split by priority.
-STATS_SCAN_LIMIT: Final = 10_000
+STATS_SCAN_LIMIT: Final = 2_000
 
 _PRIORITIES_LOW_TO_HIGH: Final = tuple(sorted(Priority))
 

@@ -218,6 +218,7 @@ class WebhookSender:
             raise self._failed(
                 ErrorClass.PERMANENT,
                 f"HTTP {status} redirect to {location}; redirects are not followed",
+                summary=f"HTTP {status} redirect; redirects are not followed",
             )
         detail = await _snippet(response)
         if status == 410:
@@ -226,15 +227,19 @@ class WebhookSender:
                 ErrorClass.PERMANENT,
                 f"HTTP 410 Gone: the webhook endpoint no longer exists{detail}",
                 rejection=AddressRejection.GONE,
+                summary="HTTP 410 Gone: the webhook endpoint no longer exists",
             )
         # 5xx stays TRANSIENT rather than PROVIDER_DOWN: there is no other provider to fail
         # over to, and an application server's 500 does not prove it did nothing with the
         # payload.
         if status in _TRANSIENT_STATUSES or status == _MISDIRECTED or status >= 500:
             raise self._failed(
-                ErrorClass.TRANSIENT, f"HTTP {status}{detail}", retry_after=retry_after_of(response)
+                ErrorClass.TRANSIENT,
+                f"HTTP {status}{detail}",
+                retry_after=retry_after_of(response),
+                summary=f"HTTP {status}",
             )
-        raise self._failed(ErrorClass.PERMANENT, f"HTTP {status}{detail}")
+        raise self._failed(ErrorClass.PERMANENT, f"HTTP {status}{detail}", summary=f"HTTP {status}")
 
     def _failed(
         self,
@@ -243,9 +248,15 @@ class WebhookSender:
         *,
         retry_after: timedelta | None = None,
         rejection: AddressRejection | None = None,
+        summary: str | None = None,
     ) -> DeliveryFailed:
         return DeliveryFailed(
-            error_class, message, provider=self.name, retry_after=retry_after, rejection=rejection
+            error_class,
+            message,
+            provider=self.name,
+            retry_after=retry_after,
+            rejection=rejection,
+            summary=summary,
         )
 
 

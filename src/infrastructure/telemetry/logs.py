@@ -53,6 +53,24 @@ def _national_number(match: re.Match[str]) -> str:
     return _last_digits(match)
 
 
+def _grouped_number(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if len(re.sub(r"\D", "", text)) < 7:
+        return text
+    if re.fullmatch(r"\d+\.\d+", text):  # a decimal
+        return text
+    return _last_digits(match)
+
+
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+def _dotless_email(match: re.Match[str]) -> str:
+    if _UUID.fullmatch(match.group(1)):
+        return match.group(0)
+    return f"{MASK}@{match.group(2)}"
+
+
 # Names whose value is a secret in key=value, "key": "value" and 'key': 'value' forms: the last
 # word of the name decides (api_key, page_token, x-signature, password), so "monkey" is safe.
 _SECRET_NAME = (
@@ -63,8 +81,9 @@ _SECRET_NAME = (
 # Order matters: whole tokens (JWTs, keys with a prefix) go before the generic long-string
 # rules, and URL credentials before emails (user:password@host looks like an address).
 _RULES: Final[tuple[_Rule, ...]] = (
-    # Credentials in a URL: scheme://user:password@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@"), rf"\1{MASK}@"),
+    # Credentials in a URL: scheme://user:password@host, the user maybe empty (redis://:pw@h)
+    # and the password maybe holding an '@' itself (up to the last '@' before the path).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]*(?::[^/\s]*)?@"), rf"\1{MASK}@"),
     # JSON Web Tokens (FCM and APNs bearer tokens, service-account assertions).
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), f"eyJ{MASK}"),
     # Authorization header values.
@@ -86,6 +105,15 @@ _RULES: Final[tuple[_Rule, ...]] = (
         re.compile(rf"(?i)([\"'])({_SECRET_NAME})\1(\s*:\s*)([\"'])(?:\\.|(?!\4).)*\4"),
         rf"\1\2\1\3\4{MASK}\4",
     ),
+    # ... and as a header: "x-api-key: ...", "webhook-signature: v1,... v1,...", "secret: x"
+    # (to the end of the line or a quote; a Bearer/Basic value is already masked above).
+    (
+        re.compile(
+            rf"(?i)\b({_SECRET_NAME})(:[ \t]*)(?![\"'\s]|(?:bearer|basic)\s+\*\*\*)"
+            r"[^\r\n\"']*[^\s\"']"
+        ),
+        rf"\1\2{MASK}",
+    ),
     # Email addresses: the domain stays (which provider refused it is often the question).
     (
         re.compile(
@@ -93,6 +121,15 @@ _RULES: Final[tuple[_Rule, ...]] = (
             r"[A-Za-z]{2,})\b"
         ),
         rf"{MASK}@\1",
+    ),
+    # ... and with a host that has no dot (alice@localhost), except notifyd's own message ids
+    # (<uuid@notifyd>), which name no one.
+    (
+        re.compile(
+            r"(?<![\w.%+-])([A-Za-z0-9._%+-]+)@([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)"
+            r"(?![\w.@-])"
+        ),
+        _dotless_email,
     ),
     # Phone numbers: E.164 (+ and 7 to 15 digits, maybe grouped), or a bare run of 10 to 15
     # digits that is not part of an id, a decimal or a port.
@@ -102,6 +139,17 @@ _RULES: Final[tuple[_Rule, ...]] = (
     (
         re.compile(r"(?<![\w.+:/-])(?:\(\d{2,5}\)|0\d{1,5})(?:[ -]?\d{2,}){1,4}(?![\w.])"),
         _national_number,
+    ),
+    # ... or any other grouping of 7 or more digits: 415-555-2671, 415.555.2671,
+    # +49 (0)30 1234567; not a date, an IPv4 address or a decimal.
+    (
+        re.compile(
+            r"(?<![\w.+:/()-])(?!\d{4}([-./])\d{1,2}\1\d{1,2}(?!\d)|\d{1,2}([-./])\d{1,2}\2\d{4}(?!\d)"
+            r"|\d{1,3}(?:\.\d{1,3}){3}(?!\d))"
+            r"\+?(?:\(\d{1,5}\)|\d+)(?:(?:[ .-]|(?<=\))|(?=\())(?:\(\d{1,5}\)|\d+))+"
+            r"(?![\w-]|\.\d)"
+        ),
+        _grouped_number,
     ),
     # Device tokens: APNs tokens are 64 hex digits; FCM registration tokens are long
     # base64url strings with a colon; anything else this long and random is a secret too.

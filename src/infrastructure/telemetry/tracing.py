@@ -213,8 +213,27 @@ class Tracing:
                 "notifyd.notification.priority": Priority(claim.priority).name,
                 "notifyd.lease.token": claim.token,
             },
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
-            yield span
+            try:
+                yield span
+            except Exception as error:
+                record_masked_exception(span, error)
+                raise
+
+
+def record_masked_exception(span: trace.Span, error: BaseException) -> None:
+    """An "exception" event with the error's type and masked message, and the span's status
+    set to ERROR with the same. The SDK's own record_exception would
+    export the raw message and a stack trace with every chained cause's text: an address or
+    token in any of them would leave the process unmasked."""
+    message = mask(str(error))
+    span.add_event(
+        "exception",
+        {"exception.type": type(error).__qualname__, "exception.message": message},
+    )
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {message}"))
 
 
 _tracing = Tracing()
@@ -266,9 +285,17 @@ class EnqueueSpans:
             attributes["notifyd.notification.id"] = items[0].notification_id
             attributes["notifyd.notification.priority"] = Priority(items[0].priority).name
         with self._tracer.start_as_current_span(
-            "enqueue notification", kind=SpanKind.PRODUCER, attributes=attributes
-        ):
-            await self._inner.enqueue(items, now)
+            "enqueue notification",
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                await self._inner.enqueue(items, now)
+            except Exception as error:
+                record_masked_exception(span, error)
+                raise
 
     async def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Claim]:
         return await self._inner.claim(limit, now, lease)

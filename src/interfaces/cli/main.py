@@ -53,7 +53,28 @@ def _stop_event() -> asyncio.Event:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # `kill -USR1 <pid>` logs where every task waits: the way to see what a stuck delivery is
+    # waiting for without stopping the process.
+    loop.add_signal_handler(signal.SIGUSR1, _log_task_stacks)
     return stop
+
+
+def _log_task_stacks() -> None:
+    tasks = asyncio.all_tasks()
+    for task in tasks:
+        where = []
+        # Follow the chain of awaited coroutines down to the innermost one.
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                where.append(
+                    f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:"
+                    f"{frame.f_lineno})"
+                )
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        log.warning("task %s waits in %s", task.get_name(), " -> ".join(where) or "?")
+    log.warning("%d tasks", len(tasks))
 
 
 def _start_metrics(container: Container) -> MetricsServer | None:
@@ -78,7 +99,10 @@ async def _serve(container: Container, stop: asyncio.Event, *, api: bool, worker
     server = None
     metrics = _start_metrics(container)
     try:
-        if metrics is not None:
+        if metrics is not None and worker:
+            # The queue and breaker gauges are global numbers read from Redis: only the
+            # processes that run a worker export them, or sum() over every API process would
+            # count the same queue many times.
             tasks.append(asyncio.create_task(container.gauges().run(stop)))
         if api:
             server = container.api_server()

@@ -19,9 +19,10 @@ from interfaces.grpc.tracing_interceptor import Continuation, final_code, wrap_c
 log = logging.getLogger(__name__)
 
 HEADER: Final = "x-request-id"
-# What a caller's id may look like: anything else (too long, control characters, spaces) is
-# replaced, so a log line cannot be forged or bloated through it.
-_ACCEPTABLE: Final = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+# What a caller's id may look like: anything else (too long, spaces, an email address or a
+# phone number, which '@', '+' or '.' would let through) is replaced, so a log line cannot be
+# forged, bloated or made to carry personal data through it.
+_ACCEPTABLE: Final = re.compile(r"[A-Za-z0-9_:-]{1,128}")
 
 
 def new_request_id() -> str:

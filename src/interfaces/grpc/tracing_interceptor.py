@@ -113,8 +113,10 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Without a tracer (tracing off) it hands every handler through untouched."""
 
-    def __init__(self, tracer: trace.Tracer | None) -> None:
+    def __init__(self, tracer: trace.Tracer | None, mask: Callable[[str], str]) -> None:
         self._tracer = tracer
+        # Exception messages leave the process in spans: masked like log lines.
+        self._mask = mask
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -123,7 +125,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if self._tracer is None or handler is None or method.startswith(UNTRACED_PREFIXES):
             return handler
-        tracer = self._tracer
+        tracer, mask = self._tracer, self._mask
         name = method.lstrip("/")
         service, _, rpc_method = name.rpartition("/")
 
@@ -150,17 +152,25 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     error = raised
                     raise
                 finally:
-                    _finish(current, context, error)
+                    _finish(current, context, error, mask)
 
         return wrap_calls(handler, span)
 
 
 def _finish(
-    span: trace.Span, context: grpc.aio.ServicerContext, error: BaseException | None
+    span: trace.Span,
+    context: grpc.aio.ServicerContext,
+    error: BaseException | None,
+    mask: Callable[[str], str],
 ) -> None:
     code = final_code(context, error)
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code in SERVER_ERRORS:
         span.set_status(Status(StatusCode.ERROR, code.name))
         if error is not None and not isinstance(error, grpc.aio.AbortError):
-            span.record_exception(error)
+            # Not span.record_exception: it would export the raw message and a stack trace
+            # holding every chained cause's text.
+            span.add_event(
+                "exception",
+                {"exception.type": type(error).__qualname__, "exception.message": mask(str(error))},
+            )

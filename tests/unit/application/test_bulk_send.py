@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from application.errors import IdempotencyConflict
+from application.ports.delivery_observer import AcceptanceOutcome
 from application.principal import Principal
 from application.use_cases.bulk_send import BulkSend, Refusal
 from application.use_cases.commands import (
@@ -14,9 +17,10 @@ from application.use_cases.commands import (
     SendNotificationCommand,
     TemplateInput,
 )
+from application.use_cases.policy_gate import PolicyGate
 from application.use_cases.send_notification import SendNotification
 from domain.errors import PreconditionFailed, ValidationFailed
-from domain.notification import Channel, Content, Status
+from domain.notification import Channel, Content, Priority, Status
 from tests.unit.application.fakes import World
 
 ALICE = Principal("tenant-a", "orders", "key-a")
@@ -279,3 +283,34 @@ async def test_a_call_recorded_before_per_recipient_results_replays_from_derived
     ]
     assert [r.refusal for r in again.results] == [r.refusal for r in first.results]
     assert len(world.db.notifications) == 2
+
+
+class RecordingAcceptances:
+    def __init__(self) -> None:
+        self.accepted: list[tuple[Channel, Priority, AcceptanceOutcome]] = []
+
+    def notification_accepted(
+        self, channel: Channel, priority: Priority, outcome: AcceptanceOutcome
+    ) -> None:
+        self.accepted.append((channel, priority, outcome))
+
+
+async def test_each_newly_stored_notification_is_counted_once(world: World) -> None:
+    observer = RecordingAcceptances()
+    window = PolicyGate(timedelta(hours=1))
+    bulk = BulkSend(
+        world.uow, world.scheduler, world.preparer, world.clock, world.ids, window, observer
+    )
+    outcome = await bulk.execute(ALICE, command())
+    stored = [r.notification for r in outcome.results if r.notification is not None]
+    assert observer.accepted == [
+        (Channel.EMAIL, n.priority, AcceptanceOutcome.QUEUED) for n in stored
+    ]
+    assert len(observer.accepted) == 2
+
+    # A retry stores nothing; the same content again within the window is folded into the
+    # notifications already stored: neither is a new acceptance.
+    await bulk.execute(ALICE, command())
+    again = await bulk.execute(ALICE, command(request_id="bulk-2"))
+    assert [r.deduplicated for r in again.results if r.notification is not None] == [True, True]
+    assert len(observer.accepted) == 2

@@ -372,3 +372,46 @@ async def test_the_lease_is_kept_alive_while_a_slow_send_runs(world: World) -> N
     assert await use_case.execute(c) is Status.SENT
     # A chain of slow providers could outlast one lease: it is extended every third of it.
     assert world.scheduler.calls.count("extend") >= 2
+
+
+async def test_an_answer_is_recorded_even_when_the_lease_keeper_ignores_its_cancel(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis call cut off mid-reply can swallow the keeper's cancellation (seen after
+    connection resets under load): the provider's answer must still be recorded, not wait
+    forever while the keeper keeps the lease alive so that nothing rescues it."""
+    await send(world)
+    c = await claim(world)
+    in_extend = asyncio.Event()
+
+    async def extend_that_swallows_cancel(*_: object) -> bool:
+        in_extend.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)  # the cancellation is lost here
+        return True
+
+    monkeypatch.setattr(world.scheduler, "extend", extend_that_swallows_cancel)
+    monkeypatch.setattr("application.use_cases.deliver_notification.KEEPER_STOP_SECONDS", 0.05)
+
+    class SenderWaitingForTheKeeper(FakeSender):
+        async def send(self, notification: Notification) -> Delivered:
+            await in_extend.wait()
+            return await super().send(notification)
+
+    use_case = DeliverNotification(
+        world.uow,
+        world.scheduler,
+        {Channel.WEBHOOK: SenderWaitingForTheKeeper(Channel.WEBHOOK)},
+        {Channel.WEBHOOK: POLICY},
+        world.clock,
+        random=lambda: 0.5,
+        lease=timedelta(seconds=0.03),
+    )
+    status = await asyncio.wait_for(use_case.execute(c), timeout=5)
+    assert status is Status.SENT
+    assert world.db.row(c.notification_id).status is Status.SENT
+    for task in asyncio.all_tasks():
+        if task.get_coro().__qualname__.endswith("_keep_lease"):  # type: ignore[union-attr]
+            task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -396,6 +397,27 @@ async def test_chain_of_one_raises_the_providers_own_failure() -> None:
     sender = FailoverSender(Channel.EMAIL, [FakeProvider("smtp", clock, failure)], clock=clock)
 
     assert await failure_of(sender, email()) is failure
+
+
+async def test_the_log_line_of_a_failure_leaves_out_what_the_receiver_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FixedClock(T0)
+    failure = DeliveryFailed(
+        ErrorClass.PERMANENT,
+        "HTTP 400: {'error': 'customer 4711 unknown'}",
+        provider="webhook",
+        summary="HTTP 400",
+    )
+    sender = FailoverSender(Channel.EMAIL, [FakeProvider("webhook", clock, failure)], clock=clock)
+    caplog.set_level(logging.INFO, logger="application.failover")
+
+    assert (await failure_of(sender, email())).message.endswith("4711 unknown'}")
+
+    [line] = [r.getMessage() for r in caplog.records if r.name == "application.failover"]
+    assert "did not take notification n-1" in line
+    assert line.endswith("PERMANENT: HTTP 400")
+    assert "4711" not in line
 
 
 # -- pinning ---------------------------------------------------------------------------------

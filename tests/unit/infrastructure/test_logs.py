@@ -63,6 +63,21 @@ JWT = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0
         ("JSON field", '{"device_token": "tok-123", "title": "Hi"}', "tok-123", '"***"'),
         ("repr field", "{'password': 'hunter2'}", "hunter2", "{'password': '***'}"),
         ("URL credentials", "smtp://user:pa55@smtp.example.com:587", "pa55", "smtp://***@"),
+        ("URL with an empty user", "redis://:s3cr3t@redis:6379/0", "s3cr3t", "redis://***@redis"),
+        ("URL password with an @", "redis://user:p@ss@redis/0", "p@ss", "redis://***@redis/0"),
+        ("dashed national phone", "phone 415-555-2671 refused", "555-2671", "phone ***71 refused"),
+        ("dotted national phone", "phone 415.555.2671.", "555.2671", "phone ***71."),
+        ("phone with trunk in brackets", "+49 (0)30 1234567 x", "1234567", "+***67 x"),
+        ("email without a dot", "to alice@localhost failed", "alice", "to ***@localhost failed"),
+        ("secret header", "secret: hunter2", "hunter2", "secret: ***"),
+        ("api key header", "x-api-key: k3y-abc", "k3y-abc", "x-api-key: ***"),
+        (
+            "signature header",
+            "webhook-signature: v1,c2lnMQ== v1,c2lnMg==",
+            "c2lnM",
+            "webhook-signature: ***",
+        ),
+        ("authorization header", "authorization: t0k3n", "t0k3n", "authorization: ***"),
     ],
 )
 def test_each_kind_is_masked(kind: str, text: str, secret: str, masked: str) -> None:
@@ -82,6 +97,8 @@ def test_each_kind_is_masked(kind: str, text: str, secret: str, masked: str) -> 
         "an unregistered token is invalidated; the monkey=banana stays",
         "worker paused: Redis unreachable; retrying in 0.4s",
         "version 0.12 of 2025-03-01 has 02 03 04 items",
+        "2025-03-01 12:30:45,123 took 1234567.89 ms on 01.03.2025",
+        "redis at 192.168.100.200:6379 is up",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:

@@ -261,6 +261,29 @@ def test_without_a_readable_context_a_delivery_starts_a_trace(
     assert deliver.parent is None
 
 
+def test_a_failed_delivery_records_the_masked_message_and_no_stack(
+    tracing: Tracing, exported: InMemorySpanExporter
+) -> None:
+    def fail() -> None:
+        try:
+            raise KeyError("api_key=s3cr3t")
+        except KeyError as cause:
+            raise RuntimeError("bounced: ada@example.com") from cause
+
+    with pytest.raises(RuntimeError), tracing.delivery_span(claim()):
+        fail()
+
+    deliver = by_name(exported.get_finished_spans())["deliver notification"]
+    [event] = deliver.events
+    assert event.name == "exception"
+    assert dict(event.attributes or {}) == {
+        "exception.type": "RuntimeError",
+        "exception.message": "bounced: ***@example.com",
+    }
+    assert deliver.status.status_code is StatusCode.ERROR
+    assert deliver.status.description == "RuntimeError: bounced: ***@example.com"
+
+
 def test_disabled_tracing_leaves_every_component_untraced() -> None:
     off = Tracing()
     sentinel = object()

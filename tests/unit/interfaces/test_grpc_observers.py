@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from infrastructure.telemetry.logs import current_request_id
+from infrastructure.telemetry.logs import current_request_id, mask
 from interfaces.grpc.request_ids import RequestIdInterceptor
 from interfaces.grpc.tracing_interceptor import TracingInterceptor
 
@@ -36,7 +36,10 @@ class Echo:
         if request == b"bad":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text: must not be bad")
         if request == b"crash":
-            raise RuntimeError("a bug")
+            try:
+                raise KeyError("token=s3cr3t-cause")
+            except KeyError as cause:
+                raise RuntimeError("a bug while sending to ada@example.com") from cause
         if request == b"gone":
             await context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
         return request
@@ -83,7 +86,7 @@ async def serve(echo: Echo, interceptors: list[Any]) -> tuple[grpc.aio.Server, s
 @pytest.fixture
 async def traced(provider: TracerProvider) -> AsyncIterator[tuple[Echo, grpc.aio.Channel]]:
     echo = Echo()
-    server, address = await serve(echo, [TracingInterceptor(provider.get_tracer("test"))])
+    server, address = await serve(echo, [TracingInterceptor(provider.get_tracer("test"), mask)])
     async with grpc.aio.insecure_channel(address) as channel:
         yield echo, channel
     await server.stop(None)
@@ -166,6 +169,19 @@ async def test_the_status_code_is_recorded(
     assert recorded == (["exception"] if request_bytes == b"crash" else [])
 
 
+async def test_an_exception_is_recorded_masked_without_its_stack(
+    traced: tuple[Echo, grpc.aio.Channel], exported: InMemorySpanExporter
+) -> None:
+    _, channel = traced
+    with pytest.raises(grpc.aio.AioRpcError):
+        await say(channel, b"crash")
+    [event] = only_span(exported).events
+    assert dict(event.attributes or {}) == {
+        "exception.type": "RuntimeError",
+        "exception.message": "a bug while sending to ***@example.com",
+    }
+
+
 async def test_a_stream_is_one_span_for_its_whole_life(
     traced: tuple[Echo, grpc.aio.Channel], exported: InMemorySpanExporter
 ) -> None:
@@ -195,7 +211,7 @@ async def test_without_a_tracer_handlers_pass_through_untouched() -> None:
         return sentinel
 
     details = SimpleNamespace(method=f"/{SERVICE}/Say", invocation_metadata=())
-    assert await TracingInterceptor(None).intercept_service(continuation, details) is sentinel
+    assert await TracingInterceptor(None, mask).intercept_service(continuation, details) is sentinel
 
 
 # -- request ids ------------------------------------------------------------------------------
@@ -231,7 +247,19 @@ async def test_the_callers_id_is_kept(with_ids: tuple[Echo, grpc.aio.Channel]) -
     assert echo.request_ids == ["abc-42"]
 
 
-@pytest.mark.parametrize("unfit", ["has space", "x" * 129, "semi;colon", ""])
+@pytest.mark.parametrize(
+    "unfit",
+    [
+        "has space",
+        "x" * 129,
+        "semi;colon",
+        "",
+        # Personal data would reach every log line of the call.
+        "ada@example.com",
+        "+14155550123",
+        "415.555.2671",
+    ],
+)
 async def test_an_unfit_id_is_replaced(with_ids: tuple[Echo, grpc.aio.Channel], unfit: str) -> None:
     echo, channel = with_ids
     await channel.unary_unary(f"/{SERVICE}/Say")(b"hi", metadata=(("x-request-id", unfit),))
