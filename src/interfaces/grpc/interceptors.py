@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 
 from application.errors import Unauthenticated
 from application.principal import Principal
 from application.use_cases.authenticate import AuthenticateApiKey
+from interfaces.grpc.call_wrapping import Continuation, wrap_calls
 from interfaces.grpc.errors import abort_with
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("notifyd_principal")
@@ -18,47 +19,10 @@ _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("notifyd_
 # Health checks and reflection must work without a key (load balancers, grpcurl list).
 PUBLIC_SERVICE_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
-
 
 def current_principal() -> Principal:
     """The authenticated caller of the RPC being served."""
     return _principal.get()
-
-
-def _wrap(
-    handler: grpc.RpcMethodHandler,
-    around: Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]],
-) -> grpc.RpcMethodHandler:
-    """Run ``around`` before the RPC's behaviour, in the same task (so context vars flow)."""
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await around(request, context)
-            return await inner_uu(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            await around(request, context)
-            async for item in inner_us(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
 
 
 def _bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -85,11 +49,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or handler_call_details.method.startswith(PUBLIC_SERVICE_PREFIXES):
             return handler
 
-        async def authenticate(_: Any, context: grpc.aio.ServicerContext) -> None:
+        @contextlib.asynccontextmanager
+        async def authenticated(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            # Set in the task that serves the call, so the servicer sees it.
             try:
                 principal = await self._authenticate.execute(_bearer_token(context))
             except Exception as error:
                 await abort_with(context, error)
             _principal.set(principal)
+            yield
 
-        return _wrap(handler, authenticate)
+        return wrap_calls(handler, authenticated)

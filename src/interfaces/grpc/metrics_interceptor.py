@@ -9,7 +9,6 @@ gRPC itself reports it) or a cancellation by the client or its deadline (CANCELL
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +16,7 @@ from typing import Any, Final, Protocol
 
 import grpc
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+from interfaces.grpc.call_wrapping import Continuation, final_code
 
 UNARY = "unary"
 SERVER_STREAM = "server_stream"
@@ -25,8 +24,6 @@ CLIENT_STREAM = "client_stream"
 BIDI_STREAM = "bidi_stream"
 
 OK: Final = "OK"
-CANCELLED: Final = "CANCELLED"
-UNKNOWN: Final = "UNKNOWN"
 
 
 class RpcMetrics(Protocol):
@@ -50,22 +47,6 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or "unknown"
 
 
-def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
-        # The client went away or its deadline passed (a stream is closed at its yield).
-        return CANCELLED
-    if error is not None and not isinstance(error, grpc.aio.AbortError):
-        return UNKNOWN
-    code = context.code()
-    if code is None:
-        # An abort always carries a code; without one the RPC simply returned.
-        return UNKNOWN if error is not None else OK
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    # Some grpc versions hand back the numeric code.
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
-
-
 class _Call:
     """One RPC's labels and start time."""
 
@@ -85,14 +66,14 @@ class _Call:
         self._metrics.sent(*self._labels)
 
     def handled(self, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
-        self.finished(final_code(context, error))
+        self.finished(final_code(context, error).name)
 
     def finished(self, code: str) -> None:
         self._metrics.handled(*self._labels, code, self._clock() - self._started)
 
     def answered(self, context: grpc.aio.ServicerContext) -> None:
         """A unary response was returned: sent unless the RPC set a failing code instead."""
-        code = final_code(context, None)
+        code = final_code(context, None).name
         if code == OK:
             self.sent()
         self.finished(code)

@@ -14,7 +14,7 @@ from typing import Final
 
 import grpc
 
-from interfaces.grpc.tracing_interceptor import Continuation, final_code, wrap_calls
+from interfaces.grpc.call_wrapping import Continuation, final_code, wrap_calls
 
 log = logging.getLogger(__name__)
 
