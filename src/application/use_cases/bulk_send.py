@@ -19,6 +19,7 @@ from application.ports.delivery_observer import (
 from application.ports.repositories import BulkJobCall, UnitOfWork, UnitOfWorkFactory
 from application.ports.scheduler import Scheduler
 from application.principal import Principal
+from application.retries import rerun_on
 from application.use_cases.commands import BulkSendCommand
 from application.use_cases.policy_gate import PolicyGate, category_of
 from application.use_cases.preparation import (
@@ -185,13 +186,8 @@ class BulkSend:
     async def _run_until_settled(
         self, principal: Principal, command: BulkSendCommand
     ) -> BulkOutcome:
-        for _ in range(_ATTEMPTS - 1):
-            try:
-                return await self._run(principal, command)
-            except _Raced:
-                continue
         try:
-            return await self._run(principal, command)
+            return await rerun_on(_Raced, _ATTEMPTS, lambda: self._run(principal, command))
         except _Raced as error:
             raise ConcurrentUpdate("bulk job", command.job_id or command.request_id) from error
 

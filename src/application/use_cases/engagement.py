@@ -10,6 +10,7 @@ from application.ports.clock import Clock
 from application.ports.inbox_notifier import InboxNotifier
 from application.ports.repositories import UnitOfWorkFactory
 from application.principal import Principal
+from application.retries import rerun_on
 from application.use_cases.inbox import log_reads, wake_inboxes
 from domain.errors import Violations
 from domain.notification import REPORT_CLOCK_SKEW, EngagementAction, Notification
@@ -51,14 +52,11 @@ class TrackEngagement:
             v.add("event_time", "is in the future")
         v.raise_if_any()
         assert action is not None  # raise_if_any() refused it otherwise
-        attempts_left = ATTEMPTS
-        while True:
-            try:
-                return await self._track(principal, notification_id, action, event_time, now)
-            except ConcurrentUpdate:
-                attempts_left -= 1
-                if attempts_left == 0:
-                    raise
+        return await rerun_on(
+            ConcurrentUpdate,
+            ATTEMPTS,
+            lambda: self._track(principal, notification_id, action, event_time, now),
+        )
 
     async def _track(
         self,
