@@ -14,6 +14,7 @@ from application.principal import Principal
 from application.use_cases.commands import SendNotificationCommand
 from application.use_cases.preparation import NotificationPreparer
 from application.use_cases.send_notification import SendNotification
+from domain.errors import ValidationFailed
 from domain.notification import Channel, Content
 from infrastructure.clock import SystemClock, UuidV7Generator
 from infrastructure.persistence.engine import create_engine
@@ -94,3 +95,36 @@ async def test_postgres_unreachable_is_unavailable_and_writes_nothing(
     assert await scheduler.depth() == dict.fromkeys(
         ["LOW", "MEDIUM", "HIGH", "CRITICAL", "delayed", "leased"], 0
     )
+
+
+async def test_two_processes_racing_batches_of_the_same_requests_store_each_once(
+    uow: SqlUnitOfWorkFactory, scheduler: RedisScheduler, clean_db: AsyncEngine
+) -> None:
+    # Two API processes, each storing concurrent sends in shared transactions (group commit):
+    # their batches overlap on every request_id.
+    first, second = use_case(uow, scheduler), use_case(uow, scheduler)
+    ids = [f"req-{uuid.uuid4()}" for _ in range(100)]
+    outcomes = await asyncio.gather(
+        *(first.execute(ACME, command(r)) for r in ids),
+        *(second.execute(ACME, command(r)) for r in ids),
+    )
+    for a, b in zip(outcomes[:100], outcomes[100:], strict=True):
+        assert a.notification.id == b.notification.id
+        assert a.notification.request_id == b.notification.request_id
+        assert sorted([a.replayed, b.replayed]) == [False, True]
+    assert await rows(clean_db) == 100
+    assert (await scheduler.depth())["MEDIUM"] == 100
+
+
+async def test_a_batch_with_a_nul_character_still_stores_the_others(
+    uow: SqlUnitOfWorkFactory, scheduler: RedisScheduler, clean_db: AsyncEngine
+) -> None:
+    send = use_case(uow, scheduler)
+    results = await asyncio.gather(
+        *(send.execute(ACME, command(f"req-{uuid.uuid4()}")) for _ in range(5)),
+        send.execute(ACME, command(f"req-{uuid.uuid4()}", title="bad\x00title")),
+        return_exceptions=True,
+    )
+    assert all(not isinstance(r, BaseException) for r in results[:5]), results
+    assert isinstance(results[5], ValidationFailed)
+    assert await rows(clean_db) == 5

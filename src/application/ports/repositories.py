@@ -66,6 +66,12 @@ class NotificationRepository(Protocol):
 
     async def get_by_request_id(self, tenant_id: str, request_id: str) -> Notification | None: ...
 
+    async def get_by_request_ids(
+        self, tenant_id: str, request_ids: Sequence[str]
+    ) -> dict[str, Notification]:
+        """The tenant's notifications stored under any of ``request_ids``, by request_id."""
+        ...
+
     async def get_many(self, tenant_id: str, ids: Sequence[str]) -> list[Notification]:
         """The tenant's notifications among ``ids`` (missing and foreign ids are left out)."""
         ...
@@ -139,6 +145,12 @@ class NotificationRepository(Protocol):
 
     async def get_alias(self, tenant_id: str, request_id: str) -> tuple[str, str] | None:
         """(request fingerprint, notification id) of a folded request, if ``request_id`` is one."""
+        ...
+
+    async def get_aliases(
+        self, tenant_id: str, request_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        """``get_alias`` for many request_ids at once: only the folded ones, by request_id."""
         ...
 
     async def ids_for_user(

@@ -46,6 +46,10 @@ class PolicyGate:
             return category.limits
         return category.limits.stricter(recipient.preferences.limits_for(category.name))
 
+    def needs_lock(self, category: Category, recipient: Recipient | None) -> bool:
+        """Whether accepting for this recipient depends on a count (duplicates, caps)."""
+        return self.dedup_window(category) > timedelta(0) or self.limits(category, recipient).active
+
     async def lock(
         self,
         uow: UnitOfWork,
@@ -53,13 +57,15 @@ class PolicyGate:
         category: Category,
         recipients: Iterable[tuple[str, Recipient | None]],
     ) -> None:
-        """Serialise accepts per recipient where a count decides (duplicates, caps). Locks are
-        taken in user_id order so that two bulk sends cannot deadlock each other."""
-        dedups = self.dedup_window(category) > timedelta(0)
-        users = sorted(
-            {user for user, r in recipients if dedups or self.limits(category, r).active}
+        """Serialise accepts per recipient where a count decides (duplicates, caps)."""
+        await self.lock_users(
+            uow, tenant_id, {user for user, r in recipients if self.needs_lock(category, r)}
         )
-        for user in users:
+
+    @staticmethod
+    async def lock_users(uow: UnitOfWork, tenant_id: str, users: Iterable[str]) -> None:
+        """Locks are taken in user_id order so that two batches cannot deadlock each other."""
+        for user in sorted(set(users)):
             await uow.notifications.lock_recipient(tenant_id, user)
 
     async def admit(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from application.errors import IdempotencyConflict
+from application.errors import ApplicationError, IdempotencyConflict, Unavailable
+from application.group_commit import GroupCommit
 from application.ports.clock import Clock
 from application.ports.delivery_observer import (
     AcceptanceObserver,
@@ -17,8 +20,9 @@ from application.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 from application.principal import Principal
 from application.use_cases.commands import SendNotificationCommand
-from application.use_cases.policy_gate import PolicyGate, category_of
+from application.use_cases.policy_gate import Admission, PolicyGate, category_of
 from application.use_cases.preparation import NotificationPreparer, Prepared
+from domain.errors import DomainError
 from domain.notification import Notification, Status
 from domain.policy import Category
 from domain.recipient import Recipient
@@ -37,17 +41,33 @@ def queue_item(n: Notification) -> QueueItem:
     return QueueItem(n.id, n.priority, n.due_at)
 
 
-async def folded_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | None:
-    """What an earlier request with this request_id got if it was folded into another
-    notification as a duplicate; None if it was not. ALREADY_EXISTS if the request differs."""
-    alias = await uow.notifications.get_alias(prepared.tenant_id, prepared.new.request_id)
+async def _answer_from(
+    uow: UnitOfWork,
+    prepared: Prepared,
+    stored: Notification | None,
+    alias: tuple[str, str] | None,
+) -> SendOutcome | None:
+    """The earlier answer given what was found under the request_id: a notification stored
+    for it, or the alias of one it was folded into. ALREADY_EXISTS if the request differs."""
+    request_id = prepared.new.request_id
+    if stored is not None:
+        if stored.request_fingerprint != prepared.fingerprint:
+            raise IdempotencyConflict(request_id, stored.id)
+        return SendOutcome(stored, replayed=True)
     if alias is None:
         return None
     fingerprint, notification_id = alias
     if fingerprint != prepared.fingerprint:
-        raise IdempotencyConflict(prepared.new.request_id, notification_id)
+        raise IdempotencyConflict(request_id, notification_id)
     folded_into = await uow.notifications.get(prepared.tenant_id, notification_id)
     return SendOutcome(folded_into, replayed=True, deduplicated=True)
+
+
+async def folded_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | None:
+    """What an earlier request with this request_id got if it was folded into another
+    notification as a duplicate; None if it was not. ALREADY_EXISTS if the request differs."""
+    alias = await uow.notifications.get_alias(prepared.tenant_id, prepared.new.request_id)
+    return await _answer_from(uow, prepared, None, alias)
 
 
 async def earlier_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | None:
@@ -55,12 +75,19 @@ async def earlier_answer(uow: UnitOfWork, prepared: Prepared) -> SendOutcome | N
     was folded into as a duplicate); None if the request_id is new. ALREADY_EXISTS if it was
     used for a different request."""
     tenant_id, request_id = prepared.tenant_id, prepared.new.request_id
-    existing = await uow.notifications.get_by_request_id(tenant_id, request_id)
-    if existing is not None:
-        if existing.request_fingerprint != prepared.fingerprint:
-            raise IdempotencyConflict(request_id, existing.id)
-        return SendOutcome(existing, replayed=True)
+    stored = await uow.notifications.get_by_request_id(tenant_id, request_id)
+    if stored is not None:
+        return await _answer_from(uow, prepared, stored, None)
     return await folded_answer(uow, prepared)
+
+
+# A request decoded from the wire, and who sent it.
+Request = tuple[Principal, SendNotificationCommand]
+
+# Concurrent sends of one tenant are stored together, at most this many per transaction, in at
+# most this many transactions at once (one writing while the next one gathers).
+MAX_BATCH = 256
+MAX_BATCHES_IN_FLIGHT = 2
 
 
 class SendNotification:
@@ -72,6 +99,9 @@ class SendNotification:
         clock: Clock,
         gate: PolicyGate | None = None,
         observer: AcceptanceObserver | None = None,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_batches_in_flight: int = MAX_BATCHES_IN_FLIGHT,
     ) -> None:
         self._observer: AcceptanceObserver = observer or NoObserver()
         self._uow = uow
@@ -79,23 +109,68 @@ class SendNotification:
         self._preparer = preparer
         self._clock = clock
         self._gate = gate or PolicyGate()
+        self._batches: GroupCommit[str, Request, SendOutcome] = GroupCommit(
+            self._send_batch, max_batch=max_batch, max_in_flight=max_batches_in_flight
+        )
 
     async def execute(self, principal: Principal, command: SendNotificationCommand) -> SendOutcome:
-        now = self._clock.now()
-        async with self._uow() as uow:
-            recipient = await uow.recipients.get(principal.tenant_id, command.user_id)
-            category = await category_of(uow, principal.tenant_id, command.category)
-            prepared = await self._preparer.prepare(command, principal, now, recipient)
-            outcome = await self._store(uow, prepared, category, recipient, now)
-        if not outcome.replayed:
-            # Counted once stored: a failed enqueue below is repaired by a replay or the
-            # reconciler, and neither is a new acceptance.
-            tell(lambda: self._observe(outcome))
-        # Enqueueing after the commit: if it fails the caller gets UNAVAILABLE, and its retry
-        # (a replay) enqueues again; the reconciler covers a caller that never retries.
-        if outcome.notification.status is Status.QUEUED and not outcome.deduplicated:
-            await self._scheduler.enqueue([queue_item(outcome.notification)], now)
-        return outcome
+        return await self._batches.submit(principal.tenant_id, (principal, command))
+
+    async def _send_batch(
+        self, tenant_id: str, requests: Sequence[Request]
+    ) -> list[SendOutcome | BaseException]:
+        """Decide and store the batch in one transaction, then queue what it accepted. Each
+        request gets the answer it would have got alone."""
+        # A request_id repeated within the batch waits for the first to be stored, then
+        # gets its answer (a replay, or ALREADY_EXISTS) as a request of its own.
+        first: dict[str, int] = {}
+        alone: list[int] = []
+        for i, (_, command) in enumerate(requests):
+            if command.request_id in first:
+                alone.append(i)
+            else:
+                first[command.request_id] = i
+        together = [i for i in range(len(requests)) if i not in set(alone)]
+        results: dict[int, SendOutcome | BaseException] = {}
+        if len(together) == 1:
+            alone.insert(0, together.pop())
+        if together:
+            try:
+                results |= await self._store_together(tenant_id, requests, together)
+            except Unavailable:
+                raise
+            except Exception:
+                # Something one request brought (a NUL character in a text field, say)
+                # failed the shared transaction: give each request a transaction of its own.
+                alone = sorted([*together, *alone])
+        for i in alone:
+            try:
+                results[i] = await self._store_alone(*requests[i])
+            except (DomainError, ApplicationError) as error:
+                results[i] = error
+        stored = {i: r for i, r in results.items() if isinstance(r, SendOutcome)}
+        try:
+            await self._after_commit(list(stored.values()))
+        except Unavailable as error:
+            for i in stored:
+                results[i] = error
+        return [results[i] for i in range(len(requests))]
+
+    async def _after_commit(self, outcomes: Sequence[SendOutcome]) -> None:
+        for outcome in outcomes:
+            if not outcome.replayed:
+                # Counted once stored: a failed enqueue below is repaired by a replay or the
+                # reconciler, and neither is a new acceptance.
+                tell(functools.partial(self._observe, outcome))
+        # Enqueueing after the commit: if it fails the callers get UNAVAILABLE, and their
+        # retries (replays) enqueue again; the reconciler covers a caller that never retries.
+        queued = [
+            queue_item(o.notification)
+            for o in outcomes
+            if o.notification.status is Status.QUEUED and not o.deduplicated
+        ]
+        if queued:
+            await self._scheduler.enqueue(queued, self._clock.now())
 
     def _observe(self, outcome: SendOutcome) -> None:
         n = outcome.notification
@@ -106,6 +181,16 @@ class SendNotification:
         else:
             accepted = AcceptanceOutcome.QUEUED
         self._observer.notification_accepted(n.channel, n.priority, accepted)
+
+    async def _store_alone(
+        self, principal: Principal, command: SendNotificationCommand
+    ) -> SendOutcome:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            recipient = await uow.recipients.get(principal.tenant_id, command.user_id)
+            category = await category_of(uow, principal.tenant_id, command.category)
+            prepared = await self._preparer.prepare(command, principal, now, recipient)
+            return await self._store(uow, prepared, category, recipient, now)
 
     async def _store(
         self,
@@ -123,24 +208,119 @@ class SendNotification:
             return earlier
         await self._gate.lock(uow, prepared.tenant_id, category, [(prepared.user_id, recipient)])
         admission = await self._gate.admit(uow, prepared, category, recipient, now)
-        if admission.duplicate:
-            bound = await uow.notifications.add_alias(
-                prepared.tenant_id,
-                prepared.new.request_id,
-                prepared.fingerprint,
-                admission.notification.id,
-                now,
-            )
-            if not bound:
-                # A concurrent retry of this very request bound it first.
-                answer = await earlier_answer(uow, prepared)
-                assert answer is not None, "alias conflicted but no alias holds the request_id"
-                return answer
-            await uow.commit()
-            return SendOutcome(admission.notification, replayed=False, deduplicated=True)
-        if not await uow.notifications.add(admission.notification):
-            answer = await earlier_answer(uow, prepared)
-            assert answer is not None, "insert conflicted but no row holds the request_id"
-            return answer
+        outcome = await self._admitted(uow, prepared, admission, now)
+        if outcome is None:
+            if not await uow.notifications.add(admission.notification):
+                return await _conflicted(uow, prepared)
+            outcome = SendOutcome(admission.notification, replayed=False)
         await uow.commit()
-        return SendOutcome(admission.notification, replayed=False)
+        return outcome
+
+    async def _admitted(
+        self, uow: UnitOfWork, prepared: Prepared, admission: Admission, now: datetime
+    ) -> SendOutcome | None:
+        """The answer for a duplicate (bound to the earlier notification); None for a new
+        notification, which the caller stores."""
+        if not admission.duplicate:
+            return None
+        bound = await uow.notifications.add_alias(
+            prepared.tenant_id,
+            prepared.new.request_id,
+            prepared.fingerprint,
+            admission.notification.id,
+            now,
+        )
+        if not bound:
+            # A concurrent retry of this very request bound it first.
+            return await _conflicted(uow, prepared)
+        return SendOutcome(admission.notification, replayed=False, deduplicated=True)
+
+    async def _store_together(
+        self, tenant_id: str, requests: Sequence[Request], indexes: Sequence[int]
+    ) -> dict[int, SendOutcome | BaseException]:
+        """The steps of _store for many requests of one tenant, with one query per step where
+        _store has one per request, and one insert for every new notification."""
+        now = self._clock.now()
+        results: dict[int, SendOutcome | BaseException] = {}
+        async with self._uow() as uow:
+            directory = await uow.recipients.get_many(
+                tenant_id, [requests[i][1].user_id for i in indexes]
+            )
+            categories: dict[str, Category] = {}
+            for name in dict.fromkeys(requests[i][1].category for i in indexes):
+                categories[name] = await category_of(uow, tenant_id, name)
+            prepared: dict[int, Prepared] = {}
+            for i in indexes:
+                principal, command = requests[i]
+                try:
+                    prepared[i] = await self._preparer.prepare(
+                        command, principal, now, directory.get(command.user_id)
+                    )
+                except DomainError as error:
+                    results[i] = error
+
+            def category(p: Prepared) -> Category:
+                return categories[p.new.category]
+
+            request_ids = [p.new.request_id for p in prepared.values()]
+            aliases = await uow.notifications.get_aliases(tenant_id, request_ids)
+            stored = await uow.notifications.get_by_request_ids(
+                tenant_id,
+                [
+                    p.new.request_id
+                    for p in prepared.values()
+                    if self._gate.dedup_window(category(p)) > timedelta(0)
+                ],
+            )
+            new: list[tuple[int, Prepared]] = []
+            for i, p in prepared.items():
+                try:
+                    earlier = await _answer_from(
+                        uow, p, stored.get(p.new.request_id), aliases.get(p.new.request_id)
+                    )
+                except IdempotencyConflict as error:
+                    results[i] = error
+                    continue
+                if earlier is not None:
+                    results[i] = earlier
+                else:
+                    new.append((i, p))
+            await self._gate.lock_users(
+                uow,
+                tenant_id,
+                (
+                    p.user_id
+                    for _, p in new
+                    if self._gate.needs_lock(category(p), directory.get(p.user_id))
+                ),
+            )
+            # Admitted in request order; those admitted before count like stored ones.
+            batch: list[Notification] = []
+            for i, p in new:
+                admission = await self._gate.admit(
+                    uow, p, category(p), directory.get(p.user_id), now, batch
+                )
+                outcome = await self._admitted(uow, p, admission, now)
+                if outcome is not None:
+                    results[i] = outcome
+                else:
+                    batch.append(admission.notification)
+            inserted = await uow.notifications.add_many(batch)
+            by_id = {n.id: n for n in batch}
+            for i, p in new:
+                if i in results:
+                    continue
+                if p.id in inserted:
+                    results[i] = SendOutcome(by_id[p.id], replayed=False)
+                else:
+                    results[i] = await _conflicted(uow, p)
+            await uow.commit()
+        return results
+
+
+async def _conflicted(uow: UnitOfWork, prepared: Prepared) -> SendOutcome:
+    """The answer for a request whose insert or alias conflicted: another transaction
+    committed this request_id meanwhile."""
+    answer = await earlier_answer(uow, prepared)
+    assert answer is not None, "the request_id conflicted but nothing holds it"
+    return answer

@@ -260,6 +260,16 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
         found = self._rows.find(lambda r: (r.tenant_id, r.request_id) == (tenant_id, request_id))
         return found[0] if found else None
 
+    async def get_by_request_ids(
+        self, tenant_id: str, request_ids: Sequence[str]
+    ) -> dict[str, Notification]:
+        found = {}
+        for request_id in request_ids:
+            n = await self.get_by_request_id(tenant_id, request_id)
+            if n is not None:
+                found[request_id] = n
+        return found
+
     async def get_many(self, tenant_id: str, ids: Sequence[str]) -> list[Notification]:
         wanted = set(ids)
         rows = self._rows.find(lambda r: r.id in wanted and r.tenant_id == tenant_id)
@@ -332,6 +342,16 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
 
     async def get_alias(self, tenant_id: str, request_id: str) -> tuple[str, str] | None:
         return self._aliases.get((tenant_id, request_id))
+
+    async def get_aliases(
+        self, tenant_id: str, request_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        found = {}
+        for request_id in request_ids:
+            alias = self._aliases.get((tenant_id, request_id))
+            if alias is not None:
+                found[request_id] = alias
+        return found
 
     async def ids_for_user(
         self, tenant_id: str, user_id: str, after_id: str, limit: int

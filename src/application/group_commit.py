@@ -1,0 +1,84 @@
+"""Group commit: concurrent requests written together, one transaction for many.
+
+Nothing waits for a batch to fill. A request that finds a free slot starts a batch at once
+(with whatever else arrived in the same turn of the event loop); requests arriving while every
+slot is busy queue up, and the next free slot takes all of them. Under light load a batch is
+one request; under heavy load each transaction, commit and fsync serve many."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+R = TypeVar("R")
+
+# What a batch run returns for each of its items, in order: a result or the item's own error.
+BatchRun = Callable[[K, Sequence[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+class GroupCommit(Generic[K, T, R]):
+    def __init__(self, run: BatchRun[K, T, R], *, max_batch: int, max_in_flight: int) -> None:
+        self._run = run
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        # Items of one key share a batch (a tenant: its locks and rows go together).
+        self._pending: dict[K, list[tuple[T, asyncio.Future[R]]]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._kick_scheduled = False
+
+    async def submit(self, key: K, item: T) -> R:
+        """The item's result once its batch is committed, or the item's error. A caller that
+        stops waiting does not take the item out of a batch already running."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append((item, future))
+        if not self._kick_scheduled:
+            # On the next turn, so that everything arriving in this one shares the batch.
+            self._kick_scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick)
+        return await future
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        while self._pending and len(self._running) < self._max_in_flight:
+            key = next(iter(self._pending))
+            queued = self._pending[key]
+            batch, rest = queued[: self._max_batch], queued[self._max_batch :]
+            if rest:
+                self._pending[key] = rest
+                # Let other keys go first next time.
+                self._pending[key] = self._pending.pop(key)
+            else:
+                del self._pending[key]
+            batch = [(item, future) for item, future in batch if not future.cancelled()]
+            if not batch:
+                continue
+            task = asyncio.create_task(self._write(key, batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._kick()
+
+    async def _write(self, key: K, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run(key, [item for item, _ in batch])
+        except Exception as error:
+            results = [error] * len(batch)
+        except BaseException:
+            for _, future in batch:
+                future.cancel()
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
