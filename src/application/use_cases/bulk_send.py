@@ -21,7 +21,7 @@ from application.ports.scheduler import Scheduler
 from application.principal import Principal
 from application.retries import rerun_on
 from application.use_cases.commands import BulkSendCommand
-from application.use_cases.policy_gate import PolicyGate, category_of
+from application.use_cases.policy_gate import AdmittedBatch, PolicyGate, category_of
 from application.use_cases.preparation import (
     NotificationPreparer,
     Prepared,
@@ -393,7 +393,7 @@ class BulkSend:
             uow, tenant_id, category, [(p.user_id, directory.get(p.user_id)) for _, p in prepared]
         )
         results: list[RecipientOutcome] = []
-        batch: list[Notification] = []
+        batch = AdmittedBatch()
         pending: list[tuple[int, Prepared, Notification]] = []
         for index, p in prepared:
             admission = await self._gate.admit(
@@ -401,7 +401,7 @@ class BulkSend:
             )
             n = admission.notification
             if not admission.duplicate:
-                batch.append(n)
+                batch.add(n)
                 pending.append((index, p, n))
             elif await uow.notifications.add_alias(
                 tenant_id, p.new.request_id, p.fingerprint, n.id, now
@@ -411,7 +411,7 @@ class BulkSend:
                 )
             else:
                 results.append(await self._earlier_or_refusal(uow, index, p))
-        inserted = await uow.notifications.add_many(batch)
+        inserted = await uow.notifications.add_many(batch.notifications)
         for index, p, n in pending:
             if n.id in inserted:
                 results.append(RecipientOutcome(index, p.user_id, notification=n, stored=True))

@@ -34,6 +34,22 @@ async def category_of(uow: UnitOfWork, tenant_id: str, name: str) -> Category:
     return await uow.categories.get(tenant_id, name) or Category.undefined(name)
 
 
+class AdmittedBatch:
+    """Notifications admitted earlier in a transaction and not yet stored (a bulk send, or a
+    batch of sends), looked up by recipient: they count like stored ones."""
+
+    def __init__(self) -> None:
+        self.notifications: list[Notification] = []
+        self._by_user: dict[str, list[Notification]] = {}
+
+    def add(self, n: Notification) -> None:
+        self.notifications.append(n)
+        self._by_user.setdefault(n.user_id, []).append(n)
+
+    def of(self, user_id: str) -> Sequence[Notification]:
+        return self._by_user.get(user_id, ())
+
+
 class PolicyGate:
     def __init__(self, default_dedup_window: timedelta = timedelta(0)) -> None:
         self._default_window = default_dedup_window
@@ -75,12 +91,12 @@ class PolicyGate:
         category: Category,
         recipient: Recipient | None,
         now: datetime,
-        batch: Sequence[Notification] = (),
+        batch: AdmittedBatch | None = None,
     ) -> Admission:
         """Decide about ``prepared``. ``batch`` holds notifications admitted earlier in the same
         transaction and not yet stored (a bulk send), which count like stored ones."""
         new = prepared.new
-        mine = [n for n in batch if n.user_id == new.user_id]
+        mine = batch.of(new.user_id) if batch is not None else ()
         window = self.dedup_window(category)
         if window > timedelta(0):
             earlier = next(

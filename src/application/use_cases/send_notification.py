@@ -20,7 +20,7 @@ from application.ports.repositories import UnitOfWork, UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 from application.principal import Principal
 from application.use_cases.commands import SendNotificationCommand
-from application.use_cases.policy_gate import Admission, PolicyGate, category_of
+from application.use_cases.policy_gate import Admission, AdmittedBatch, PolicyGate, category_of
 from application.use_cases.preparation import NotificationPreparer, Prepared
 from domain.errors import DomainError
 from domain.notification import Notification, Status
@@ -87,7 +87,7 @@ Request = tuple[Principal, SendNotificationCommand]
 # Concurrent sends of one tenant are stored together, at most this many per transaction, in at
 # most this many transactions at once (one writing while the next one gathers).
 MAX_BATCH = 256
-MAX_BATCHES_IN_FLIGHT = 2
+MAX_BATCHES_IN_FLIGHT = 1
 
 
 class SendNotification:
@@ -295,7 +295,7 @@ class SendNotification:
                 ),
             )
             # Admitted in request order; those admitted before count like stored ones.
-            batch: list[Notification] = []
+            batch = AdmittedBatch()
             for i, p in new:
                 admission = await self._gate.admit(
                     uow, p, category(p), directory.get(p.user_id), now, batch
@@ -304,9 +304,9 @@ class SendNotification:
                 if outcome is not None:
                     results[i] = outcome
                 else:
-                    batch.append(admission.notification)
-            inserted = await uow.notifications.add_many(batch)
-            by_id = {n.id: n for n in batch}
+                    batch.add(admission.notification)
+            inserted = await uow.notifications.add_many(batch.notifications)
+            by_id = {n.id: n for n in batch.notifications}
             for i, p in new:
                 if i in results:
                     continue

@@ -25,17 +25,19 @@ def _from_row(row: RowMapping) -> Category:
     )
 
 
+# Built once: it runs for every send.
+_ONE = sa.select(t).where(
+    t.c.tenant_id == sa.bindparam("tenant_id"), t.c.name == sa.bindparam("name")
+)
+
+
 class SqlCategoryRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
 
     async def get(self, tenant_id: str, name: str) -> Category | None:
         row = (
-            (
-                await self._conn.execute(
-                    sa.select(t).where(t.c.tenant_id == tenant_id, t.c.name == name)
-                )
-            )
+            (await self._conn.execute(_ONE, {"tenant_id": tenant_id, "name": name}))
             .mappings()
             .first()
         )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.errors import ConcurrentUpdate
@@ -28,7 +28,7 @@ from domain.notification import (
     Status,
 )
 from infrastructure.persistence.notification_rows import from_row, to_row
-from infrastructure.persistence.row_batches import RowBatchInsert
+from infrastructure.persistence.row_batches import RowBatchInsert, any_of
 from infrastructure.persistence.tables import notifications as t
 from infrastructure.persistence.tables import request_aliases
 
@@ -70,10 +70,8 @@ _INSERT = (
 )
 
 
-# "= ANY(:ids)" with one array parameter: one cached statement whatever the number of ids.
 _BY_REQUEST_IDS = sa.select(t).where(
-    t.c.tenant_id == sa.bindparam("tenant_id"),
-    t.c.request_id == sa.func.any(sa.bindparam("ids", type_=ARRAY(sa.Text))),
+    t.c.tenant_id == sa.bindparam("tenant_id"), any_of(t.c.request_id, "ids")
 )
 _ALIASES = sa.select(
     request_aliases.c.request_id,
@@ -81,7 +79,7 @@ _ALIASES = sa.select(
     request_aliases.c.notification_id,
 ).where(
     request_aliases.c.tenant_id == sa.bindparam("tenant_id"),
-    request_aliases.c.request_id == sa.func.any(sa.bindparam("ids", type_=ARRAY(sa.Text))),
+    any_of(request_aliases.c.request_id, "ids"),
 )
 
 _INSERT_MANY = RowBatchInsert(t, "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id")

@@ -11,9 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from application.errors import ConcurrentUpdate
 from domain.recipient import Recipient
 from infrastructure.persistence.recipient_rows import from_row, to_row
+from infrastructure.persistence.row_batches import any_of
 from infrastructure.persistence.tables import recipients as t
 
 _IMMUTABLE = frozenset({"tenant_id", "user_id", "created_at"})
+
+
+# Built once: these run for every send.
+_ONE = sa.select(t).where(
+    t.c.tenant_id == sa.bindparam("tenant_id"), t.c.user_id == sa.bindparam("user_id")
+)
+_MANY = sa.select(t).where(t.c.tenant_id == sa.bindparam("tenant_id"), any_of(t.c.user_id, "ids"))
 
 
 class SqlRecipientRepository:
@@ -22,11 +30,7 @@ class SqlRecipientRepository:
 
     async def get(self, tenant_id: str, user_id: str) -> Recipient | None:
         row = (
-            (
-                await self._conn.execute(
-                    sa.select(t).where(t.c.tenant_id == tenant_id, t.c.user_id == user_id)
-                )
-            )
+            (await self._conn.execute(_ONE, {"tenant_id": tenant_id, "user_id": user_id}))
             .mappings()
             .first()
         )
@@ -36,11 +40,7 @@ class SqlRecipientRepository:
         if not user_ids:
             return {}
         rows = (
-            (
-                await self._conn.execute(
-                    sa.select(t).where(t.c.tenant_id == tenant_id, t.c.user_id.in_(set(user_ids)))
-                )
-            )
+            (await self._conn.execute(_MANY, {"tenant_id": tenant_id, "ids": list(set(user_ids))}))
             .mappings()
             .all()
         )
