@@ -115,7 +115,7 @@ def provoked(stub: svc_grpc.NotificationServiceStub, notifyd: Notifyd) -> str:
         )
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     # The id comes back to the caller with the error.
-    answered = tuple(refused.value.initial_metadata())  # type: ignore[attr-defined]
+    answered = tuple(refused.value.trailing_metadata())  # type: ignore[attr-defined]
     assert ("x-request-id", request_id) in answered
     for channel, address in (
         (pb.CHANNEL_SMS, pb.Address(phone=NATIONAL_PHONE)),

@@ -19,6 +19,8 @@ from application.errors import (
     Unavailable,
 )
 from domain.errors import IllegalTransition, NotFound, PreconditionFailed, ValidationFailed
+from interfaces.grpc.request_ids import HEADER as REQUEST_ID_HEADER
+from interfaces.grpc.request_ids import serving_request_id
 
 log = logging.getLogger(__name__)
 
@@ -156,5 +158,9 @@ async def abort_with(context: grpc.aio.ServicerContext, error: Exception) -> NoR
     if status is None:
         log.exception("unexpected error", exc_info=error)
         status = _status(grpc.StatusCode.INTERNAL, "internal error; it has been logged")
-    await context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort_with_status returned")  # abort always raises
+    rich = rpc_status.to_status(status)
+    trailers = tuple(rich.trailing_metadata)
+    if request_id := serving_request_id():
+        trailers += ((REQUEST_ID_HEADER, request_id),)
+    await context.abort(rich.code, rich.details, trailers)
+    raise AssertionError("abort returned")  # abort always raises

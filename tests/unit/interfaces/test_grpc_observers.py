@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from domain.errors import PreconditionFailed
 from infrastructure.telemetry.logs import current_request_id, mask
+from interfaces.grpc.errors import abort_with
 from interfaces.grpc.request_ids import RequestIdInterceptor
 from interfaces.grpc.tracing_interceptor import TracingInterceptor
 
@@ -42,6 +47,8 @@ class Echo:
                 raise RuntimeError("a bug while sending to ada@example.com") from cause
         if request == b"gone":
             await context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        if request == b"detailed":
+            await abort_with(context, PreconditionFailed("order", "not now", reason="LATER"))
         return request
 
     async def count(
@@ -99,7 +106,12 @@ async def say(
     return reply
 
 
-def only_span(exported: InMemorySpanExporter) -> ReadableSpan:
+async def only_span(exported: InMemorySpanExporter) -> ReadableSpan:
+    # The caller can see an error status a moment before the server's span has ended; the
+    # exporter has nothing to wait on, so poll.
+    deadline = time.monotonic() + 2
+    while not exported.get_finished_spans() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
     [span] = exported.get_finished_spans()
     return span
 
@@ -113,7 +125,7 @@ async def test_a_call_is_a_server_span_named_after_the_method(
     _, channel = traced
     assert await say(channel, b"hi") == b"hi"
 
-    span = only_span(exported)
+    span = await only_span(exported)
     assert span.name == f"{SERVICE}/Say"
     assert span.kind is SpanKind.SERVER
     assert dict(span.attributes or {}) == {
@@ -132,7 +144,7 @@ async def test_the_callers_traceparent_is_the_parent(
     _, channel = traced
     await say(channel, b"hi", (("traceparent", TRACEPARENT),))
 
-    span = only_span(exported)
+    span = await only_span(exported)
     assert span.context is not None
     assert span.parent is not None
     assert f"{span.context.trace_id:032x}" == CALLER_TRACE
@@ -161,7 +173,7 @@ async def test_the_status_code_is_recorded(
         await say(channel, request_bytes)
     assert raised.value.code() is code
 
-    span = only_span(exported)
+    span = await only_span(exported)
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == code.value[0]
     assert (span.status.status_code is StatusCode.ERROR) is error
@@ -175,7 +187,7 @@ async def test_an_exception_is_recorded_masked_without_its_stack(
     _, channel = traced
     with pytest.raises(grpc.aio.AioRpcError):
         await say(channel, b"crash")
-    [event] = only_span(exported).events
+    [event] = (await only_span(exported)).events
     assert dict(event.attributes or {}) == {
         "exception.type": "RuntimeError",
         "exception.message": "a bug while sending to ***@example.com",
@@ -189,7 +201,7 @@ async def test_a_stream_is_one_span_for_its_whole_life(
     replies = [r async for r in channel.unary_stream(f"/{SERVICE}/Count")(b"3")]
     assert replies == [b"0", b"1", b"2"]
 
-    span = only_span(exported)
+    span = await only_span(exported)
     assert span.name == f"{SERVICE}/Count"
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == 0
@@ -235,7 +247,7 @@ async def test_a_call_without_an_id_gets_one_and_is_told_it(
     echo, channel = with_ids
     call = channel.unary_unary(f"/{SERVICE}/Say")(b"hi")
     assert await call == b"hi"
-    assert ("x-request-id", "generated-1") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "generated-1") in tuple(await call.trailing_metadata())
     assert echo.request_ids == ["generated-1"]
 
 
@@ -243,7 +255,7 @@ async def test_the_callers_id_is_kept(with_ids: tuple[Echo, grpc.aio.Channel]) -
     echo, channel = with_ids
     call = channel.unary_unary(f"/{SERVICE}/Say")(b"hi", metadata=(("x-request-id", "abc-42"),))
     await call
-    assert ("x-request-id", "abc-42") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "abc-42") in tuple(await call.trailing_metadata())
     assert echo.request_ids == ["abc-42"]
 
 
@@ -274,13 +286,35 @@ async def test_a_failed_call_is_logged_with_its_id_and_status(
     call = channel.unary_unary(f"/{SERVICE}/Say")(b"bad")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
-    # The id reaches the caller with the error, too.
-    assert ("x-request-id", "generated-1") in tuple(await call.initial_metadata())
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
     [record] = [r for r in caplog.records if r.name == "interfaces.grpc.request_ids"]
     assert record.getMessage().startswith(f"/{SERVICE}/Say ended INVALID_ARGUMENT after ")
     assert record.getMessage().endswith(": text: must not be bad")
+
+
+async def test_an_error_carries_the_id_beside_its_details(
+    with_ids: tuple[Echo, grpc.aio.Channel],
+) -> None:
+    _, channel = with_ids
+    call = channel.unary_unary(f"/{SERVICE}/Say")(b"detailed")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call
+    trailers = dict(await call.trailing_metadata())
+    assert trailers["x-request-id"] == "generated-1"
+    details = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    assert details.message == "order: not now"
+
+
+async def test_a_stream_is_told_its_id_before_it_ends(
+    with_ids: tuple[Echo, grpc.aio.Channel],
+) -> None:
+    echo, channel = with_ids
+    call = channel.unary_stream(f"/{SERVICE}/Count")(b"2")
+    assert ("x-request-id", "generated-1") in tuple(await call.initial_metadata())
+    assert [r async for r in call] == [b"0", b"1"]
+    assert ("x-request-id", "generated-1") in tuple(await call.trailing_metadata())
+    assert echo.request_ids == ["generated-1"]
 
 
 async def test_a_successful_call_is_not_logged(
