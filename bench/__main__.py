@@ -34,6 +34,7 @@ RSS_TARGET_MB = (300.0, 150.0)
 
 def _scenarios(sizes: Sizes) -> dict[str, Callable[[], Figures]]:
     return {
+        "0 gRPC floor: health Check": lambda: scenarios.grpc_floor(sizes),
         "1 unary closed loop": lambda: scenarios.unary_closed(sizes),
         "2 unary open loop 1000/s": lambda: scenarios.unary_open(sizes, 1000),
         "2 unary open loop 2000/s": lambda: scenarios.unary_open(sizes, 2000),

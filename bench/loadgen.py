@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from interfaces.grpc.gen.notify.v1 import notification_pb2 as pb
 from interfaces.grpc.gen.notify.v1 import notification_service_pb2 as svc
@@ -97,13 +98,27 @@ class Load:
         self.recipients += response.accepted_count
         self.latencies_ms.append((time.time() - started) * 1000)
 
-    async def closed(self, stub: svc_grpc.NotificationServiceStub, bulk: bool) -> None:
+    async def call_health(self, stub: health_pb2_grpc.HealthStub) -> None:
+        started = time.time()
+        try:
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=30)
+        except grpc.aio.AioRpcError as error:
+            self.errors[error.code().name] += 1
+            return
+        self.ok += 1
+        self.latencies_ms.append((time.time() - started) * 1000)
+
+    async def closed(self, channel: grpc.aio.Channel, mode: str) -> None:
         deadline = time.time() + self.args.seconds
+        stub = svc_grpc.NotificationServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
 
         async def lane() -> None:
             while time.time() < deadline:
-                if bulk:
+                if mode == "bulk-closed":
                     await self.call_bulk(stub)
+                elif mode == "health-closed":
+                    await self.call_health(health)
                 else:
                     await self.call_unary(stub, time.time())
 
@@ -133,7 +148,7 @@ class Load:
             if self.args.mode == "unary-open":
                 await self.open(stub)
             else:
-                await self.closed(stub, bulk=self.args.mode == "bulk-closed")
+                await self.closed(channel, self.args.mode)
             t1 = time.time()
         return {
             "ok": self.ok,
@@ -150,7 +165,9 @@ def main() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--url", required=True, help="the webhook sink's URL")
-    parser.add_argument("--mode", choices=["unary-closed", "unary-open", "bulk-closed"])
+    parser.add_argument(
+        "--mode", choices=["unary-closed", "unary-open", "bulk-closed", "health-closed"]
+    )
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate", type=float, default=1000)

@@ -90,6 +90,26 @@ def _queued_everywhere(stack: Stack) -> tuple[int, int]:
     return (row[0] if row else 0), queued
 
 
+def grpc_floor(sizes: Sizes) -> Figures:
+    """Scenario 0, a reference: the standard health Check, which touches neither Postgres nor
+    Redis, through the same API process (its interceptors included) and the same load
+    generator. What gRPC in Python costs on this box before notifyd does any work."""
+    with _stack(sizes, with_workers=False) as stack:
+        stack.load("health-closed", seconds=1, concurrency=sizes.concurrency)  # warm-up
+        results = stack.load(
+            "health-closed",
+            processes=sizes.load_processes,
+            seconds=sizes.seconds,
+            concurrency=sizes.concurrency,
+        )
+        ok, _, elapsed, latencies, errors = _merge(results)
+        return {
+            "calls_per_s": ok / elapsed,
+            **_latency_figures(latencies),
+            "errors": float(sum(errors.values())),
+        }
+
+
 def unary_closed(sizes: Sizes) -> Figures:
     """Scenario 1: accepted/s with ``concurrency`` calls always in flight (no workers, so the
     figure is the accept path alone)."""
