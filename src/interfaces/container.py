@@ -55,6 +55,7 @@ from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
+from infrastructure.senders.webhook import ShardedTransport
 from infrastructure.telemetry.gauges import GaugeRefresher
 from infrastructure.telemetry.logs import bind_request_id, mask
 from infrastructure.telemetry.metrics import DeliveryMetrics, GrpcServerMetrics, Metrics
@@ -85,7 +86,7 @@ def http_client() -> httpx.AsyncClient:
     # Redirects are never followed: a webhook receiver answers, it does not send us elsewhere.
     return httpx.AsyncClient(
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        transport=ShardedTransport(shards=32, max_connections=200, max_keepalive=100),
     )
 
 

@@ -40,6 +40,7 @@ from infrastructure.senders import (
     parse_retry_after,
     webhook_body,
 )
+from infrastructure.senders.webhook import ShardedTransport
 
 pytestmark = pytest.mark.integration
 
@@ -168,10 +169,22 @@ async def receiver() -> AsyncIterator[Receiver]:
     await server.stop()
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+# Every test runs with httpx's own transport and with the one the worker uses (its pools on
+# plain asyncio streams): each failure must be classified the same way on both.
+TRANSPORTS = ["httpx", "worker"]
+
+
+def make_client(transport: str, **kw: Any) -> httpx.AsyncClient:
+    if transport == "httpx":
+        return httpx.AsyncClient(**kw)
+    verify = kw.pop("verify", True)
+    return httpx.AsyncClient(transport=ShardedTransport(shards=2, verify=verify), **kw)
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     # follow_redirects=True on purpose: the sender must refuse redirects whatever the client says.
-    async with httpx.AsyncClient(follow_redirects=True) as c:
+    async with make_client(request.param, follow_redirects=True) as c:
         yield c
 
 
@@ -238,6 +251,53 @@ async def test_delivers_a_signed_payload_that_the_reference_library_verifies(
         },
     }
     assert got.body == webhook_body(notification)
+
+
+async def test_successive_deliveries_reuse_one_kept_alive_connection() -> None:
+    """A success's (empty or small) body is read to its end: an unread response would close
+    the connection, and every delivery would pay for a new one."""
+    connections = 0
+    answered = 0
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, answered
+        connections += 1
+        try:
+            while await reader.readline():
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                answered += 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient() as client:
+            webhooks = sender(client)
+            for i in range(3):
+                url = f"http://127.0.0.1:{port}/h"
+                await webhooks.send(make_notification(url, id=f"ntf_{i}"))
+        assert (answered, connections) == (3, 1)
+
+        # The worker's client spreads requests over several pools, each keeping its own
+        # connections alive.
+        async with httpx.AsyncClient(transport=ShardedTransport(shards=2)) as sharded:
+            webhooks = sender(sharded)
+            for i in range(6):
+                url = f"http://127.0.0.1:{port}/h"
+                await webhooks.send(make_notification(url, id=f"ntf_s{i}"))
+        assert (answered, connections) == (9, 3)
+    finally:
+        server.close()
 
 
 async def test_a_rendered_webhook_payload_travels_in_the_body(
@@ -633,11 +693,12 @@ async def tls_receiver(tls: Tls) -> AsyncIterator[Receiver]:
     await server.stop()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_https_pins_the_address_and_verifies_the_certificate_for_the_name(
-    tls: Tls, tls_receiver: Receiver
+    tls: Tls, tls_receiver: Receiver, transport: str
 ) -> None:
     resolver = fixed_resolver({"receiver.test": ["127.0.0.1"]})
-    async with httpx.AsyncClient(verify=tls.client) as tls_client:
+    async with make_client(transport, verify=tls.client) as tls_client:
         result = await sender(tls_client, resolver=resolver).send(
             make_notification(f"https://receiver.test:{tls_receiver.port}/in")
         )
@@ -650,11 +711,12 @@ async def test_https_pins_the_address_and_verifies_the_certificate_for_the_name(
     assert got.verify_error == ""
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_https_rejects_a_certificate_for_another_name(
-    tls: Tls, tls_receiver: Receiver
+    tls: Tls, tls_receiver: Receiver, transport: str
 ) -> None:
     resolver = fixed_resolver({"impostor.test": ["127.0.0.1"]})
-    async with httpx.AsyncClient(verify=tls.client) as tls_client:
+    async with make_client(transport, verify=tls.client) as tls_client:
         failed = await failure(
             sender(tls_client, resolver=resolver),
             make_notification(f"https://impostor.test:{tls_receiver.port}/in"),

@@ -3,16 +3,18 @@ rotation's overlap the replaced one too."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from application.errors import Unavailable
 from application.ports.repositories import Tenant
 from domain.errors import NotFound
 from domain.notification import Address, Channel, Content, NewNotification, Notification, Priority
 from domain.recipient import Profile, Recipient, WebhookEndpoint
 from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
-from tests.unit.application.fakes import FakeMonotonic, FakeUnitOfWorkFactory
+from tests.unit.application.fakes import FakeMonotonic, FakeUnitOfWork, FakeUnitOfWorkFactory
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 TENANT_SECRET = "whsec_dGVuYW50LXNlY3JldC10ZW5hbnQtc2VjcmV0"
@@ -160,3 +162,40 @@ async def test_an_endpoint_going_back_to_the_tenants_secret_keeps_its_own_signin
     secrets = TenantWebhookSecrets(uow)
     assert await secrets.secrets_for(webhook_to(HOOK), NOW) == [TENANT_SECRET, OWN_SECRET]
     assert await secrets.secrets_for(webhook_to(HOOK), NOW + HOUR) == [TENANT_SECRET]
+
+
+async def test_concurrent_misses_share_one_lookup(uow: FakeUnitOfWorkFactory) -> None:
+    """A worker's claimed batch sends together: their endpoint lookups become one query per
+    tenant, and each send still gets its own recipient's answer."""
+    with_endpoint(uow, WebhookEndpoint(HOOK, OWN_SECRET))
+    secrets = TenantWebhookSecrets(uow)
+    opened = uow.opened
+    answers = await asyncio.gather(
+        secrets.secrets_for(webhook_to(HOOK), NOW),
+        *(secrets.secrets_for(webhook_to(HOOK, user_id=f"other-{i}"), NOW) for i in range(20)),
+    )
+    assert answers[0] == [OWN_SECRET]
+    assert answers[1:] == [[TENANT_SECRET]] * 20
+    # One unit of work for the endpoints, one for the tenant record.
+    assert uow.opened - opened == 2
+
+
+async def test_a_failed_batched_lookup_fails_each_waiting_send(
+    uow: FakeUnitOfWorkFactory,
+) -> None:
+    down = True
+
+    def factory() -> FakeUnitOfWork:
+        if down:
+            raise Unavailable("postgres", "down")
+        return uow()
+
+    secrets = TenantWebhookSecrets(factory)
+    results = await asyncio.gather(
+        *(secrets.secrets_for(webhook_to(HOOK, user_id=f"u{i}"), NOW) for i in range(3)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, Unavailable) for r in results)
+    # Nothing was cached: the next try looks again and succeeds.
+    down = False
+    assert await secrets.secrets_for(webhook_to(HOOK, user_id="u0"), NOW) == [TENANT_SECRET]

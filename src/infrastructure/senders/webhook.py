@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -13,6 +15,7 @@ import httpx
 
 from application.ports.sender import DeliveryFailed
 from domain.notification import AddressRejection, Channel, DeliveryResult, ErrorClass, Notification
+from infrastructure.senders.asyncio_network import AsyncioHTTPTransport
 from infrastructure.senders.http_failures import retry_after_of, transport_failure
 from infrastructure.senders.ssrf import HostUnresolvable, IPAddress, SsrfGuard, SsrfRefused
 from infrastructure.senders.standard_webhooks import webhook_headers
@@ -24,6 +27,10 @@ _MAX_MESSAGE_ID_CHARS = 256
 # Only a little of an error response is read: enough to explain a rejection, never a large body.
 _SNIPPET_BYTES = 512
 _SNIPPET_WAIT_SECONDS = 1.0
+# A success's body is read to its end, so the connection goes back to the pool (an unread
+# response closes it, and the next delivery pays for a new connection); a larger or slower
+# body than this is not worth the wait.
+_DRAIN_BYTES = 64 * 1024
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 # 421 means "not on this connection": the next attempt opens a new one, so it is worth a retry.
 _MISDIRECTED = 421
@@ -36,6 +43,41 @@ class WebhookSecrets(Protocol):
         recipient endpoint's own when it goes to that endpoint and one is set, else the
         tenant's."""
         ...
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Several connection pools, taken in turn. httpcore's pool walks every connection it
+    holds for each request (and compares them pairwise when it looks for surplus idle ones):
+    with the few dozen kept-alive connections one worker's concurrent deliveries need, that
+    cost more CPU than the request itself. Each pool here holds a few of them.
+
+    Each pool may open up to ``max_connections`` (only the idle ones kept are divided): the
+    turn a request gets says nothing about how busy that pool is, and a pool of its own
+    running out of connections would fail a request that the receiver never saw."""
+
+    def __init__(
+        self,
+        shards: int = 32,
+        *,
+        max_connections: int = 200,
+        max_keepalive: int = 100,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        per_shard = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max(1, max_keepalive // shards),
+        )
+        self._pools = [AsyncioHTTPTransport(per_shard, verify) for _ in range(shards)]
+        self._next = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        pool = self._pools[self._next]
+        self._next = (self._next + 1) % len(self._pools)
+        return await pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
 
 
 def webhook_body(notification: Notification) -> bytes:
@@ -104,7 +146,7 @@ class WebhookSender:
         if address is None or address.kind != "webhook_url":
             raise self._failed(ErrorClass.PERMANENT, "the notification has no webhook_url address")
         try:
-            url = httpx.URL(address.value)
+            url = _parsed_url(address.value)
         except httpx.InvalidURL as exc:
             raise self._failed(ErrorClass.PERMANENT, f"invalid webhook URL: {exc}") from exc
         body = webhook_body(notification)
@@ -190,7 +232,7 @@ class WebhookSender:
             # headers, cookies or auth, which must not leak from one tenant's receiver to another.
             return httpx.Request(
                 "POST",
-                url.copy_with(host=str(address)),
+                _pinned_url(url, str(address)),
                 headers=headers,
                 content=body,
                 extensions=extensions,
@@ -211,6 +253,7 @@ class WebhookSender:
     async def _outcome(self, response: httpx.Response) -> DeliveryResult:
         status = response.status_code
         if 200 <= status < 300:
+            await _drain(response)
             return DeliveryResult(provider=self.name, provider_message_id=_message_id(response))
         if 300 <= status < 400:
             # Following would send the signed payload to a target the guard never checked.
@@ -260,6 +303,19 @@ class WebhookSender:
         )
 
 
+# Parsing a URL is a good part of a send's CPU, and a tenant's webhooks go to few URLs: both
+# the URL and its copy pinned to a checked address are remembered (httpx.URL is immutable).
+# An invalid URL raises, and is not remembered.
+@functools.lru_cache(maxsize=4096)
+def _parsed_url(value: str) -> httpx.URL:
+    return httpx.URL(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pinned_url(url: httpx.URL, address: str) -> httpx.URL:
+    return url.copy_with(host=address)
+
+
 async def _snippet(response: httpx.Response) -> str:
     """The start of an error response's body, as ``": <text>"``; empty when there is none or it
     does not arrive promptly (the status alone already decides the outcome)."""
@@ -274,6 +330,20 @@ async def _snippet(response: httpx.Response) -> str:
         pass
     text = " ".join(data[:_SNIPPET_BYTES].decode("utf-8", "replace").split())
     return f": {text[:200]}" if text else ""
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read a success's body to its end, bounded in size and time: the status already decided
+    the outcome, this only lets the connection be kept alive."""
+    read = 0
+    try:
+        async with asyncio.timeout(_SNIPPET_WAIT_SECONDS):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > _DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 def _message_id(response: httpx.Response) -> str:
