@@ -23,10 +23,25 @@ BatchRun = Callable[[K, Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
 
 class GroupCommit(Generic[K, T, R]):
-    def __init__(self, run: BatchRun[K, T, R], *, max_batch: int, max_in_flight: int) -> None:
+    """``distinct`` names what two items of one batch must not share (a request_id, a
+    notification id): the later one waits for the next batch. ``alone_after`` says which
+    failures of a whole batch are worth running its items again one by one, so that what one
+    item brought (a value the database refuses) fails that item only."""
+
+    def __init__(
+        self,
+        run: BatchRun[K, T, R],
+        *,
+        max_batch: int,
+        max_in_flight: int,
+        distinct: Callable[[T], Hashable] | None = None,
+        alone_after: Callable[[Exception], bool] = lambda _: False,
+    ) -> None:
         self._run = run
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
+        self._distinct = distinct
+        self._alone_after = alone_after
         # Items of one key share a batch (a tenant: its locks and rows go together).
         self._pending: dict[K, list[tuple[T, asyncio.Future[R]]]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -47,20 +62,34 @@ class GroupCommit(Generic[K, T, R]):
         self._kick_scheduled = False
         while self._pending and len(self._running) < self._max_in_flight:
             key = next(iter(self._pending))
-            queued = self._pending[key]
-            batch, rest = queued[: self._max_batch], queued[self._max_batch :]
+            batch, rest = self._take(self._pending.pop(key))
             if rest:
+                # Back in the queue, behind the other keys.
                 self._pending[key] = rest
-                # Let other keys go first next time.
-                self._pending[key] = self._pending.pop(key)
-            else:
-                del self._pending[key]
-            batch = [(item, future) for item, future in batch if not future.cancelled()]
             if not batch:
                 continue
             task = asyncio.create_task(self._write(key, batch))
             self._running.add(task)
             task.add_done_callback(self._finished)
+
+    def _take(
+        self, queued: list[tuple[T, asyncio.Future[R]]]
+    ) -> tuple[list[tuple[T, asyncio.Future[R]]], list[tuple[T, asyncio.Future[R]]]]:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        rest: list[tuple[T, asyncio.Future[R]]] = []
+        seen: set[Hashable] = set()
+        for entry in queued:
+            item, future = entry
+            if future.cancelled():
+                continue  # its caller left before its batch started: not run
+            mark = self._distinct(item) if self._distinct is not None else None
+            if len(batch) >= self._max_batch or (mark is not None and mark in seen):
+                rest.append(entry)
+                continue
+            if mark is not None:
+                seen.add(mark)
+            batch.append(entry)
+        return batch, rest
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -70,6 +99,11 @@ class GroupCommit(Generic[K, T, R]):
         try:
             results = await self._run(key, [item for item, _ in batch])
         except Exception as error:
+            if len(batch) > 1 and self._alone_after(error):
+                log.warning("a batch of %d failed (%s); running each alone", len(batch), error)
+                for entry in batch:
+                    await self._write(key, [entry])
+                return
             results = [error] * len(batch)
         except BaseException:
             for _, future in batch:

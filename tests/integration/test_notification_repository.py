@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -289,6 +290,68 @@ async def test_save_is_a_compare_and_set_on_the_version(uow: SqlUnitOfWorkFactor
     assert stored.status is Status.SENDING
     assert stored.version == 2
     assert len(stored.attempts) == 1
+
+
+async def test_save_many_writes_each_row_with_its_own_version_check(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    await add(uow, make("n-1"), make("n-2"), make("n-3", channel=Channel.IN_APP))
+    async with uow() as u:
+        loaded = await u.notifications.get_for_delivery_many(["n-1", "n-2", "n-3", "nope"])
+    assert sorted(loaded) == ["n-1", "n-2", "n-3"]
+
+    # Another writer moves n-2 on first: only that one is superseded.
+    async with uow() as u:
+        other = await u.notifications.get("tenant-a", "n-2")
+        other.cancel(at(1))
+        await u.notifications.save(other)
+        await u.commit()
+    batch = [loaded["n-1"], loaded["n-2"], loaded["n-3"]]
+    for n in batch:
+        n.begin_attempt(at(2))
+    async with uow() as u:
+        superseded = await u.notifications.save_many(batch)
+        await u.commit()
+    assert superseded == {"n-2"}
+    assert [n.version for n in batch] == [2, 1, 2]
+
+    # A cancel request joins n-1 while it is sent, without moving its version: the outcome
+    # recorded next must keep it.
+    async with uow() as u:
+        [swept] = await u.notifications.get_many("tenant-a", ["n-1"])
+        assert swept.request_cancel(at(3)) is False
+        await u.notifications.record_cancel_request(swept)
+        await u.commit()
+    batch = [loaded["n-1"], loaded["n-3"]]
+    for n in batch:
+        n.record_success(at(4), DeliveryResult(provider="webhook", provider_message_id="m-1"))
+    async with uow() as u:
+        assert await u.notifications.save_many(batch) == set()
+        await u.commit()
+    assert [n.version for n in batch] == [3, 3]
+
+    async with uow() as u:
+        stored = await u.notifications.get_for_delivery_many(["n-1", "n-2", "n-3"])
+    assert stored["n-2"].status is Status.CANCELLED
+    for nid in ("n-1", "n-3"):
+        # Every field as save() would have written it (times keep their instant, JSON its
+        # offsets).
+        assert stored[nid].status is Status.SENT
+        assert replace(stored[nid], cancel_requested_at=None) == replace(
+            loaded[nid], cancel_requested_at=None
+        )
+    assert stored["n-1"].cancel_requested_at == at(3)
+    assert stored["n-3"].cancel_requested_at is None
+
+
+async def test_save_many_refuses_one_notification_twice(uow: SqlUnitOfWorkFactory) -> None:
+    await add(uow, make("n-1"))
+    async with uow() as u:
+        n = await u.notifications.get("tenant-a", "n-1")
+        with pytest.raises(ValueError, match="twice"):
+            await u.notifications.save_many([n, n])
+        assert await u.notifications.save_many([]) == set()
+        assert await u.notifications.get_for_delivery_many([]) == {}
 
 
 async def test_a_cancel_request_joins_the_row_without_competing_with_its_worker(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -160,6 +161,29 @@ async def test_ack_drops_the_item_once(scheduler: RedisScheduler) -> None:
     assert not await scheduler.contains("n1")
     assert await scheduler.recover_expired_leases(at(3600), 100) == 0
     assert await scheduler.claim(10, at(3600), LEASE) == []
+
+
+async def test_acks_made_together_go_in_one_call_each_with_its_own_answer(
+    scheduler: RedisScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await scheduler.enqueue([item(f"n{i}") for i in range(5)], T0)
+    claims = await scheduler.claim(5, T0, LEASE)
+    await scheduler.recover_expired_leases(at(30), 1)  # n0's lease lapses: that ack is stale
+    calls = 0
+    run = scheduler._run
+
+    async def counting(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await run(*args)
+
+    monkeypatch.setattr(scheduler, "_run", counting)
+    # The same claim twice: the second ack finds the first already done, as one after the other.
+    answers = await asyncio.gather(*(scheduler.ack(c) for c in [*claims, claims[1]]))
+
+    assert answers == [False, True, True, True, True, False]
+    assert calls == 1
+    assert [await scheduler.contains(f"n{i}") for i in range(5)] == [True] + [False] * 4
 
 
 async def test_extend_moves_the_deadline(scheduler: RedisScheduler) -> None:

@@ -64,6 +64,18 @@ class NotificationRepository(Protocol):
         """Load by id alone (workers act for every tenant); None if it does not exist."""
         ...
 
+    async def get_for_delivery_many(
+        self, notification_ids: Sequence[str]
+    ) -> dict[str, Notification]:
+        """get_for_delivery for many ids in one query, by id (missing ids are left out)."""
+        ...
+
+    async def save_many(self, notifications: Sequence[Notification]) -> set[str]:
+        """save() for distinct notifications in one statement, each with its own
+        compare-and-set on ``version``: returns the ids whose version had moved (nothing
+        written for them, their ``version`` untouched); the others' versions move on."""
+        ...
+
     async def get_by_request_id(self, tenant_id: str, request_id: str) -> Notification | None: ...
 
     async def get_by_request_ids(

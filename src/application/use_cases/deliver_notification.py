@@ -7,10 +7,11 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from application.errors import ConcurrentUpdate, Unavailable
+from application.group_commit import GroupCommit
 from application.ports.clock import Clock
 from application.ports.delivery_observer import (
     AttemptResult,
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 EARLY_TOLERANCE = timedelta(milliseconds=50)
 # How long a finished send waits for its lease keeper to stop before recording the outcome.
 KEEPER_STOP_SECONDS = 1.0
+# Claims begun together, and outcomes recorded together, share one transaction of at most
+# this many notifications.
+MAX_BATCH = 128
 
 _HANDLED = {
     Status.SENT: DeliveryOutcome.SENT,
@@ -78,6 +82,22 @@ class DeliverNotification:
         self._policies = retry_policies
         self._clock = clock
         self._random = random
+        # Deliveries run concurrently, each a few statements of its own; those that reach the
+        # same step together share one transaction instead (each with its own version check).
+        self._beginnings: GroupCommit[None, Claim, Notification | None] = GroupCommit(
+            lambda _, claims: self._begin_batch(claims),
+            max_batch=MAX_BATCH,
+            max_in_flight=1,
+            distinct=lambda claim: claim.notification_id,
+            alone_after=_worth_running_alone,
+        )
+        self._records: GroupCommit[None, Notification, bool] = GroupCommit(
+            lambda _, outcomes: self._record_batch(outcomes),
+            max_batch=MAX_BATCH,
+            max_in_flight=1,
+            distinct=lambda n: n.id,
+            alone_after=_worth_running_alone,
+        )
 
     async def execute(self, claim: Claim) -> Status | None:
         """Returns the status the notification was left in (None if it was not ours to handle)."""
@@ -105,24 +125,49 @@ class DeliverNotification:
         return self._policies.get(n.channel, RetryPolicy())
 
     async def _begin(self, claim: Claim) -> Notification | None:
+        return await self._beginnings.submit(None, claim)
+
+    async def _begin_batch(self, claims: Sequence[Claim]) -> list[Notification | Exception | None]:
+        """_begin for claims that arrived together: one load, one write, one commit."""
         now = self._clock.now()
+        results: list[Notification | Exception | None] = [None] * len(claims)
+        # Not ours to send: handed back to the queue once the transaction is over.
+        release: list[tuple[int, Claim, datetime | None]] = []
+        begun: list[tuple[int, Notification]] = []
         async with self._uow() as uow:
-            n = await uow.notifications.get_for_delivery(claim.notification_id)
-            if n is None or n.status not in (Status.QUEUED, Status.SENDING):
-                # Cancelled, already settled by an earlier holder, or never committed.
-                await self._scheduler.ack(claim)
-                return None
-            if n.status is Status.QUEUED and n.due_at > now + EARLY_TOLERANCE:
-                await self._scheduler.retry_at(claim, n.due_at, now)
-                return None
-            n.begin_attempt(now, self._policy(n).max_attempts)
-            try:
-                await uow.notifications.save(n)
-            except ConcurrentUpdate:
-                log.info("notification %s changed under us; leaving it to its holder", n.id)
-                return None
+            found = await uow.notifications.get_for_delivery_many(
+                [c.notification_id for c in claims]
+            )
+            for i, claim in enumerate(claims):
+                n = found.get(claim.notification_id)
+                if n is None or n.status not in (Status.QUEUED, Status.SENDING):
+                    # Cancelled, already settled by an earlier holder, or never committed.
+                    release.append((i, claim, None))
+                elif n.status is Status.QUEUED and n.due_at > now + EARLY_TOLERANCE:
+                    release.append((i, claim, n.due_at))
+                else:
+                    try:
+                        n.begin_attempt(now, self._policy(n).max_attempts)
+                    except Exception as error:
+                        results[i] = error
+                        continue
+                    begun.append((i, n))
+            superseded = await uow.notifications.save_many([n for _, n in begun])
             await uow.commit()
-        return n
+        for i, n in begun:
+            if n.id in superseded:
+                log.info("notification %s changed under us; leaving it to its holder", n.id)
+            else:
+                results[i] = n
+        for i, claim, due_at in release:
+            try:
+                if due_at is None:
+                    await self._scheduler.ack(claim)
+                else:
+                    await self._scheduler.retry_at(claim, due_at, now)
+            except Exception as error:
+                results[i] = error
+        return results
 
     async def _send_holding_lease(
         self, claim: Claim, n: Notification
@@ -261,12 +306,8 @@ class DeliverNotification:
             # save() moves the version forward; a failed commit must not leave it moved.
             n.version = loaded_version
             try:
-                async with self._uow() as uow:
-                    await uow.notifications.save(n)
-                    await self._log_inbox_change(uow, n)
-                    await uow.commit()
-                return True
-            except ConcurrentUpdate:
+                if await self._records.submit(None, n):
+                    return True
                 # Our lease lapsed and another worker took over: its record wins.
                 log.warning("late outcome for %s rejected: another attempt superseded it", n.id)
                 return False
@@ -280,10 +321,34 @@ class DeliverNotification:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
+    async def _record_batch(self, batch: Sequence[Notification]) -> list[bool | Exception]:
+        """Outcomes that finished together, in one transaction: True for each one written,
+        False for each one another attempt superseded (nothing of it is written)."""
+        versions = [n.version for n in batch]
+        try:
+            async with self._uow() as uow:
+                into_inbox = [n for n in batch if _enters_inbox(n)]
+                superseded = await uow.notifications.save_many(
+                    [n for n in batch if not _enters_inbox(n)]
+                )
+                # One at a time, each with its inbox entry: an entry carries the unread count
+                # just after its own notification arrived, as it would alone.
+                for n in into_inbox:
+                    superseded |= await uow.notifications.save_many([n])
+                    if n.id not in superseded:
+                        await self._log_inbox_change(uow, n)
+                await uow.commit()
+        except BaseException:
+            # Nothing was written: each one's version must not have moved either.
+            for n, version in zip(batch, versions, strict=True):
+                n.version = version
+            raise
+        return [n.id not in superseded for n in batch]
+
     async def _log_inbox_change(self, uow: UnitOfWork, n: Notification) -> None:
         """A delivered in-app notification enters the user's inbox log in the transaction that
         delivers it, so a stream resuming from a cursor can neither miss nor repeat it."""
-        if n.channel is Channel.IN_APP and n.status is Status.DELIVERED:
+        if _enters_inbox(n):
             await uow.inbox.append(
                 n.tenant_id,
                 n.user_id,
@@ -330,3 +395,13 @@ class DeliverNotification:
             except Unavailable:
                 log.warning("could not record that %s's address was rejected", n.id)
                 return
+
+
+def _enters_inbox(n: Notification) -> bool:
+    return n.channel is Channel.IN_APP and n.status is Status.DELIVERED
+
+
+def _worth_running_alone(error: Exception) -> bool:
+    """A batch that failed for one item's data is run again item by item; one that failed
+    because Postgres or Redis is away fails every item at once (each caller retries)."""
+    return not isinstance(error, Unavailable)

@@ -110,7 +110,15 @@ class SendNotification:
         self._clock = clock
         self._gate = gate or PolicyGate()
         self._batches: GroupCommit[str, Request, SendOutcome] = GroupCommit(
-            self._send_batch, max_batch=max_batch, max_in_flight=max_batches_in_flight
+            self._send_batch,
+            max_batch=max_batch,
+            max_in_flight=max_batches_in_flight,
+            # A request_id repeated within a batch waits for the first to be stored, then gets
+            # its answer (a replay, or ALREADY_EXISTS) as it would alone.
+            distinct=lambda request: request[1].request_id,
+            # Something one request brought (a NUL character in a text field, say) failed the
+            # shared transaction: each request gets a transaction of its own.
+            alone_after=lambda error: not isinstance(error, Unavailable),
         )
 
     async def execute(self, principal: Principal, command: SendNotificationCommand) -> SendOutcome:
@@ -121,40 +129,21 @@ class SendNotification:
     ) -> list[SendOutcome | BaseException]:
         """Decide and store the batch in one transaction, then queue what it accepted. Each
         request gets the answer it would have got alone."""
-        # A request_id repeated within the batch waits for the first to be stored, then
-        # gets its answer (a replay, or ALREADY_EXISTS) as a request of its own.
-        first: dict[str, int] = {}
-        alone: list[int] = []
-        for i, (_, command) in enumerate(requests):
-            if command.request_id in first:
-                alone.append(i)
-            else:
-                first[command.request_id] = i
-        together = [i for i in range(len(requests)) if i not in set(alone)]
-        results: dict[int, SendOutcome | BaseException] = {}
-        if len(together) == 1:
-            alone.insert(0, together.pop())
-        if together:
+        results: list[SendOutcome | BaseException]
+        if len(requests) == 1:
             try:
-                results |= await self._store_together(tenant_id, requests, together)
-            except Unavailable:
-                raise
-            except Exception:
-                # Something one request brought (a NUL character in a text field, say)
-                # failed the shared transaction: give each request a transaction of its own.
-                alone = sorted([*together, *alone])
-        for i in alone:
-            try:
-                results[i] = await self._store_alone(*requests[i])
+                results = [await self._store_alone(*requests[0])]
             except (DomainError, ApplicationError) as error:
-                results[i] = error
-        stored = {i: r for i, r in results.items() if isinstance(r, SendOutcome)}
+                results = [error]
+        else:
+            results = await self._store_together(tenant_id, requests)
+        stored = {i: r for i, r in enumerate(results) if isinstance(r, SendOutcome)}
         try:
             await self._after_commit(list(stored.values()))
         except Unavailable as error:
             for i in stored:
                 results[i] = error
-        return [results[i] for i in range(len(requests))]
+        return results
 
     async def _after_commit(self, outcomes: Sequence[SendOutcome]) -> None:
         for outcome in outcomes:
@@ -236,11 +225,12 @@ class SendNotification:
         return SendOutcome(admission.notification, replayed=False, deduplicated=True)
 
     async def _store_together(
-        self, tenant_id: str, requests: Sequence[Request], indexes: Sequence[int]
-    ) -> dict[int, SendOutcome | BaseException]:
+        self, tenant_id: str, requests: Sequence[Request]
+    ) -> list[SendOutcome | BaseException]:
         """The steps of _store for many requests of one tenant, with one query per step where
         _store has one per request, and one insert for every new notification."""
         now = self._clock.now()
+        indexes = range(len(requests))
         results: dict[int, SendOutcome | BaseException] = {}
         async with self._uow() as uow:
             directory = await uow.recipients.get_many(
@@ -315,7 +305,7 @@ class SendNotification:
                 else:
                     results[i] = await _conflicted(uow, p)
             await uow.commit()
-        return results
+        return [results[i] for i in indexes]
 
 
 async def _conflicted(uow: UnitOfWork, prepared: Prepared) -> SendOutcome:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.errors import ConcurrentUpdate
@@ -131,6 +131,36 @@ class SqlNotificationRepository:
             .first()
         )
         return from_row(row) if row is not None else None
+
+    async def get_for_delivery_many(
+        self, notification_ids: Sequence[str]
+    ) -> dict[str, Notification]:
+        if not notification_ids:
+            return {}
+        rows = (
+            (await self._conn.execute(_GET_MANY_FOR_DELIVERY, {"ids": list(notification_ids)}))
+            .mappings()
+            .all()
+        )
+        return {r["id"]: from_row(r) for r in rows}
+
+    async def save_many(self, notifications: Sequence[Notification]) -> set[str]:
+        if not notifications:
+            return set()
+        # In id order, as get_many locks (FOR UPDATE ... ORDER BY id): on a large table the
+        # rows are found (and locked) by index in the array's order, which keeps a deadlock
+        # with such a writer unlikely; the caller survives one (its batch is retried).
+        rows = [
+            {k: _json_value(v) for k, v in to_row(n).items()} | {"version": n.version}
+            for n in sorted(notifications, key=lambda n: n.id)
+        ]
+        if len({r["id"] for r in rows}) != len(rows):
+            raise ValueError("save_many: one notification twice in a batch")
+        written = set((await self._conn.execute(_SAVE_MANY, {"rows": rows})).scalars().all())
+        for n in notifications:
+            if n.id in written:
+                n.version += 1
+        return {n.id for n in notifications} - written
 
     async def get_by_request_id(self, tenant_id: str, request_id: str) -> Notification | None:
         row = (
@@ -470,3 +500,27 @@ def _stats_from_row(
         opened_count=row["opened"],
         clicked_count=row["clicked"],
     )
+
+
+# -- delivery batches ------------------------------------------------------------------------
+
+_GET_MANY_FOR_DELIVERY = sa.select(t).where(
+    t.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.Text)))
+)
+_MUTABLE = [c.name for c in t.c if c.name not in _IMMUTABLE and c.name != "cancel_requested_at"]
+# save() for many rows in one statement: the rows travel as one JSON array read back as
+# notifications records, and each row keeps its own compare-and-set on version; RETURNING
+# names the rows written, so the caller knows which ones another writer had moved.
+_SAVE_MANY = sa.text(
+    "UPDATE notifications AS t SET "
+    + ", ".join(f'"{name}" = r."{name}"' for name in _MUTABLE)
+    # As in save(): a cancel request that joined the row meanwhile is kept.
+    + ", cancel_requested_at = coalesce(t.cancel_requested_at, r.cancel_requested_at)"
+    + ", version = t.version + 1"
+    + " FROM jsonb_populate_recordset(NULL::notifications, :rows) AS r"
+    + " WHERE t.id = r.id AND t.version = r.version RETURNING t.id"
+).bindparams(sa.bindparam("rows", type_=JSONB))
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value

@@ -56,6 +56,9 @@ class Worker:
         self._housekeeping_interval = housekeeping_interval
         self._max_backoff = max_backoff
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Claims wait for this many free slots (a quarter of them), so they come in batches.
+        self._refill_at = max(1, concurrency // 4)
+        self._room = asyncio.Event()
         self._paused_until = 0.0
         self._failure_backoff = 0.0
         self._stop = asyncio.Event()
@@ -87,22 +90,30 @@ class Worker:
             # Deliveries just failed for an unavailable dependency: do not claim more yet.
             return 0
         free = self._concurrency - len(self._in_flight)
-        if free <= 0:
-            # Every slot is busy: wait for one to free up, or for shutdown, whichever is first.
+        if free < self._refill_at:
+            # (Nearly) every slot is busy: wait until a batch's worth frees up, or for
+            # shutdown, whichever is first. Claiming one slot at a time would begin, record
+            # and ack one delivery at a time instead of a batch in one transaction.
+            self._room.clear()
+            room = asyncio.ensure_future(self._room.wait())
             stopping = asyncio.ensure_future(self._stop.wait())
             try:
-                await asyncio.wait(
-                    {*self._in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED
-                )
+                await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                room.cancel()
                 stopping.cancel()
             return 1
         claims = await self._scheduler.claim(free, self._clock.now(), self._lease)
         for claim in claims:
             task = asyncio.create_task(self._handle(claim))
             self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(self._finished)
         return len(claims)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._concurrency - len(self._in_flight) >= self._refill_at:
+            self._room.set()
 
     async def _handle(self, claim: Claim) -> None:
         try:

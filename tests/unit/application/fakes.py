@@ -256,6 +256,22 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
     async def get_for_delivery(self, notification_id: str) -> Notification | None:
         return self._rows.get(notification_id)
 
+    async def get_for_delivery_many(
+        self, notification_ids: Sequence[str]
+    ) -> dict[str, Notification]:
+        found = {i: self._rows.get(i) for i in notification_ids}
+        return {i: n for i, n in found.items() if n is not None}
+
+    async def save_many(self, notifications: Sequence[Notification]) -> set[str]:
+        assert len({n.id for n in notifications}) == len(notifications), "ids must be distinct"
+        superseded = set()
+        for n in notifications:
+            try:
+                await self.save(n)
+            except ConcurrentUpdate:
+                superseded.add(n.id)
+        return superseded
+
     async def get_by_request_id(self, tenant_id: str, request_id: str) -> Notification | None:
         found = self._rows.find(lambda r: (r.tenant_id, r.request_id) == (tenant_id, request_id))
         return found[0] if found else None

@@ -415,3 +415,154 @@ async def test_an_answer_is_recorded_even_when_the_lease_keeper_ignores_its_canc
     for task in asyncio.all_tasks():
         if task.get_coro().__qualname__.endswith("_keep_lease"):  # type: ignore[union-attr]
             task.cancel()
+
+
+# -- batches: deliveries that reach a step together share one transaction ---------------------
+
+
+async def claims_of(world: World, count: int) -> list[Claim]:
+    for i in range(count):
+        await send(world, request_id=f"req-{i}", user_id=f"user-{i}")
+    return await world.scheduler.claim(count, world.clock.now(), LEASE)
+
+
+async def test_claims_delivered_together_begin_and_record_in_one_transaction_each(
+    world: World,
+) -> None:
+    claims = await claims_of(world, 5)
+    sender = FakeSender(Channel.WEBHOOK, DeliveryResult("webhook", "msg"))
+    use_case = deliver(world, sender)
+    commits_before = world.db.commits
+
+    statuses = await asyncio.gather(*(use_case.execute(c) for c in claims))
+
+    assert statuses == [Status.SENT] * 5
+    assert world.db.commits == commits_before + 2  # one begin, one record, for all five
+    assert sorted(n.id for n in sender.sent) == sorted(c.notification_id for c in claims)
+    for c in claims:
+        row = world.db.row(c.notification_id)
+        assert (row.status, row.version) == (Status.SENT, 3)
+    assert sorted(c.notification_id for c in world.scheduler.acked) == sorted(
+        c.notification_id for c in claims
+    )
+
+
+async def test_one_superseded_outcome_in_a_batch_is_rejected_alone(world: World) -> None:
+    claims = await claims_of(world, 3)
+    late = claims[1].notification_id
+    # While it was sent, its lease lapsed and another worker rescued and wrote that one row.
+    sender = FakeSender(
+        Channel.WEBHOOK,
+        DeliveryResult("webhook"),
+        on_send=lambda n: world.db.touch(n.id) if n.id == late else None,
+    )
+
+    use_case = deliver(world, sender)
+    statuses = await asyncio.gather(*(use_case.execute(c) for c in claims))
+
+    assert statuses == [Status.SENT, None, Status.SENT]
+    assert world.db.row(late).status is Status.SENDING, "the other writer's record wins"
+    assert world.scheduler.leased == {late: claims[1]}, "its lease is the other holder's"
+    for c in (claims[0], claims[2]):
+        assert world.db.row(c.notification_id).status is Status.SENT
+    assert world.scheduler.acked == [claims[0], claims[2]]
+
+
+async def test_one_superseded_beginning_in_a_batch_is_left_to_its_holder(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = await claims_of(world, 3)
+    taken = claims[0].notification_id
+    load = type(world.uow().notifications).get_for_delivery_many
+
+    async def load_then_lose_one(self: object, ids: list[str]) -> dict[str, Notification]:
+        found = await load(self, ids)  # type: ignore[arg-type]
+        world.db.touch(taken)  # another holder writes it between our load and our write
+        return found
+
+    monkeypatch.setattr(
+        type(world.uow().notifications), "get_for_delivery_many", load_then_lose_one
+    )
+    sender = FakeSender(Channel.WEBHOOK, DeliveryResult("webhook"))
+
+    use_case = deliver(world, sender)
+    statuses = await asyncio.gather(*(use_case.execute(c) for c in claims))
+
+    assert statuses == [None, Status.SENT, Status.SENT]
+    assert taken not in {n.id for n in sender.sent}, "never sent by a holder that lost it"
+    assert world.db.row(taken).status is Status.QUEUED
+
+
+async def test_a_batch_mixes_sends_with_claims_that_are_not_ours_to_send(world: World) -> None:
+    claims = await claims_of(world, 3)
+    cancelled = claims[2].notification_id
+    row = world.db.row(cancelled)
+    row.cancel(world.clock.now())
+    world.db.notifications[cancelled] = row
+    sender = FakeSender(Channel.WEBHOOK, DeliveryResult("webhook"))
+    use_case = deliver(world, sender)
+
+    statuses = await asyncio.gather(
+        *(use_case.execute(c) for c in claims),
+        use_case.execute(Claim("no-such-id", Priority.HIGH, 99, claims[0].lease_deadline)),
+    )
+
+    assert statuses == [Status.SENT, Status.SENT, None, None]
+    assert cancelled not in {n.id for n in sender.sent}
+    assert world.db.row(cancelled).status is Status.CANCELLED
+    assert {c.notification_id for c in world.scheduler.acked} >= {cancelled, "no-such-id"}
+
+
+async def test_a_failing_write_fails_only_its_own_delivery(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outcome the database refuses (a bug, bad data) must not take the outcomes that
+    happened to share its transaction down with it."""
+    claims = await claims_of(world, 3)
+    poisoned = claims[1].notification_id
+    repo = type(world.uow().notifications)
+    save_many = repo.save_many
+
+    async def refusing(self: object, batch: list[Notification]) -> set[str]:
+        if any(n.id == poisoned and n.status is Status.SENT for n in batch):
+            raise ValueError("the database refused it")
+        return await save_many(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repo, "save_many", refusing)
+    sender = FakeSender(Channel.WEBHOOK, DeliveryResult("webhook"))
+
+    use_case = deliver(world, sender)
+    commits_before = world.db.commits
+    results = await asyncio.gather(*(use_case.execute(c) for c in claims), return_exceptions=True)
+
+    assert results[0] is Status.SENT
+    assert results[2] is Status.SENT
+    assert isinstance(results[1], ValueError)
+    assert world.db.row(poisoned).status is Status.SENDING  # its lease lapses; retried then
+    # The shared transaction failed, then each outcome was written alone.
+    assert world.db.commits == commits_before + 1 + 2
+    for c in (claims[0], claims[2]):
+        assert world.db.row(c.notification_id).status is Status.SENT
+
+
+async def test_in_app_deliveries_recorded_together_each_log_their_own_unread_count(
+    world: World,
+) -> None:
+    """Each inbox entry carries the unread count just after its own notification arrived,
+    as if it had been recorded alone: a resuming stream shows 1, 2, 3, not 3, 3, 3."""
+    for i in range(3):
+        await send(world, Channel.IN_APP, request_id=f"req-{i}")
+    claims = await world.scheduler.claim(3, world.clock.now(), LEASE)
+    sender = FakeSender(Channel.IN_APP, DeliveryResult("inbox", delivered=True))
+    use_case = deliver(world, sender)
+    commits_before = world.db.commits
+
+    statuses = await asyncio.gather(*(use_case.execute(c) for c in claims))
+
+    assert statuses == [Status.DELIVERED] * 3
+    assert world.db.commits == commits_before + 2
+    uow = world.uow()
+    async with uow:
+        events = await uow.inbox.after("tenant-a", "user-1", 0, 10)
+    assert [e.unread_count for e in events] == [1, 2, 3]
+    assert sorted(e.notification_id for e in events) == sorted(c.notification_id for c in claims)

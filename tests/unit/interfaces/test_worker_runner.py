@@ -1,0 +1,86 @@
+"""The worker loop's claiming: busy slots are refilled in batches, not one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from application.ports.scheduler import Claim, QueueItem
+from domain.notification import Priority, Status
+from interfaces.worker.runner import Worker
+from tests.unit.application.fakes import T0, FakeScheduler
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return T0
+
+
+class GatedDelivery:
+    """Each delivery waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def execute(self, claim: Claim) -> Status | None:
+        self.started.append(claim.notification_id)
+        gate = self.gates.setdefault(claim.notification_id, asyncio.Event())
+        await gate.wait()
+        return Status.SENT
+
+    def finish(self, count: int) -> None:
+        waiting = [i for i in self.started if not self.gates[i].is_set()]
+        for notification_id in waiting[:count]:
+            self.gates[notification_id].set()
+
+
+class NoReconcile:
+    async def execute(self) -> int:
+        return 0
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_busy_slots_are_refilled_a_quarter_at_a_time() -> None:
+    scheduler = FakeScheduler()
+    await scheduler.enqueue([QueueItem(f"n{i:02}", Priority.MEDIUM, T0) for i in range(40)], T0)
+    limits: list[int] = []
+    claim = scheduler.claim
+
+    async def recording(limit: int, now: datetime, lease: timedelta) -> list[Claim]:
+        limits.append(limit)
+        return await claim(limit, now, lease)
+
+    scheduler.claim = recording  # type: ignore[method-assign]
+    delivery = GatedDelivery()
+    worker = Worker(
+        scheduler,
+        delivery,  # type: ignore[arg-type]
+        NoReconcile(),  # type: ignore[arg-type]
+        FixedClock(),
+        concurrency=8,
+        poll_interval=0.01,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop, grace=1))
+    await settle()
+    assert limits == [8]
+    assert len(delivery.started) == 8
+
+    # One slot free: not worth a claim of its own yet.
+    delivery.finish(1)
+    await settle()
+    assert limits == [8]
+    # A quarter free: claimed together.
+    delivery.finish(1)
+    await settle()
+    assert limits == [8, 2]
+    assert len(delivery.started) == 10
+
+    stop.set()
+    delivery.finish(100)
+    await asyncio.wait_for(running, timeout=5)
