@@ -36,6 +36,8 @@ def _scenarios(sizes: Sizes) -> dict[str, Callable[[], Figures]]:
     return {
         "0 gRPC floor: health Check": lambda: scenarios.grpc_floor(sizes),
         "1 unary closed loop": lambda: scenarios.unary_closed(sizes),
+        # Not in the issue: a rate this box sustains, for the latency below saturation.
+        "2 unary open loop 250/s": lambda: scenarios.unary_open(sizes, 250),
         "2 unary open loop 1000/s": lambda: scenarios.unary_open(sizes, 1000),
         "2 unary open loop 2000/s": lambda: scenarios.unary_open(sizes, 2000),
         "3 bulk 1000 per call": lambda: scenarios.bulk(sizes),
