@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--recipients", type=int, default=1000)
     parser.add_argument("--sent-log", default="")
+    parser.add_argument("--result", required=True, help="where to write the JSON result")
     args = parser.parse_args()
     import uvloop
 
@@ -180,7 +181,7 @@ def main() -> None:
     result = uvloop.run(load.run())
     if args.sent_log:
         Path(args.sent_log).write_text("".join(load.sent))
-    print(json.dumps(result))
+    Path(args.result).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ webhook sink, and load generator processes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -22,6 +23,9 @@ from infrastructure.persistence.migrations_runner import upgrade_to_head
 NOTIFYD = [sys.executable, "-m", "interfaces.cli.main"]
 PYTHON = [sys.executable, "-m"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+_LOAD_SEQUENCE = itertools.count()
 
 
 def describe_servers() -> str:
@@ -160,21 +164,27 @@ class Stack:
         argv += ["--url", self.sink_url, "--mode", mode]
         for name, value in options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
+        # Results go to a file: a library writing to stdout mid-run once cut the JSON in two.
+        outputs = [self.root / f"load-{next(_LOAD_SEQUENCE)}.json" for _ in range(processes)]
         running = [
             subprocess.Popen(
-                [*argv, *(["--sent-log", f"{sent_log}.{i}"] if sent_log else [])],
+                [
+                    *argv,
+                    "--result",
+                    str(output),
+                    *(["--sent-log", f"{sent_log}.{i}"] if sent_log else []),
+                ],
                 env=self.env,
-                stdout=subprocess.PIPE,
-                text=True,
+                stdout=subprocess.DEVNULL,
             )
-            for i in range(processes)
+            for i, output in enumerate(outputs)
         ]
         results = []
-        for popen in running:
-            out, _ = popen.communicate(timeout=900)
+        for popen, output in zip(running, outputs, strict=True):
+            popen.wait(timeout=900)
             if popen.returncode != 0:
                 raise RuntimeError(f"load generator failed (exit {popen.returncode})")
-            results.append(json.loads(out))
+            results.append(json.loads(output.read_text()))
         return results
 
     def sink_arrivals(self) -> list[tuple[str, float]]:
