@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
+from application.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
@@ -20,6 +22,13 @@ R = TypeVar("R")
 
 # What a batch run returns for each of its items, in order: a result or the item's own error.
 BatchRun = Callable[[K, Sequence[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+def unless_unavailable(error: Exception) -> bool:
+    """An ``alone_after``: a batch that failed for one item's data is run again item by item;
+    one that failed because Postgres or Redis is away fails every item at once, as it would
+    each alone (each caller retries)."""
+    return not isinstance(error, Unavailable)
 
 
 class GroupCommit(Generic[K, T, R]):

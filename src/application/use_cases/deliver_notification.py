@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from application.errors import ConcurrentUpdate, Unavailable
-from application.group_commit import GroupCommit
+from application.group_commit import GroupCommit, unless_unavailable
 from application.ports.clock import Clock
 from application.ports.delivery_observer import (
     AttemptResult,
@@ -89,14 +89,14 @@ class DeliverNotification:
             max_batch=MAX_BATCH,
             max_in_flight=1,
             distinct=lambda claim: claim.notification_id,
-            alone_after=_worth_running_alone,
+            alone_after=unless_unavailable,
         )
         self._records: GroupCommit[None, Notification, bool] = GroupCommit(
             lambda _, outcomes: self._record_batch(outcomes),
             max_batch=MAX_BATCH,
             max_in_flight=1,
             distinct=lambda n: n.id,
-            alone_after=_worth_running_alone,
+            alone_after=unless_unavailable,
         )
 
     async def execute(self, claim: Claim) -> Status | None:
@@ -399,9 +399,3 @@ class DeliverNotification:
 
 def _enters_inbox(n: Notification) -> bool:
     return n.channel is Channel.IN_APP and n.status is Status.DELIVERED
-
-
-def _worth_running_alone(error: Exception) -> bool:
-    """A batch that failed for one item's data is run again item by item; one that failed
-    because Postgres or Redis is away fails every item at once (each caller retries)."""
-    return not isinstance(error, Unavailable)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from application.errors import ApplicationError, IdempotencyConflict, Unavailable
-from application.group_commit import GroupCommit
+from application.group_commit import GroupCommit, unless_unavailable
 from application.ports.clock import Clock
 from application.ports.delivery_observer import (
     AcceptanceObserver,
@@ -118,7 +118,7 @@ class SendNotification:
             distinct=lambda request: request[1].request_id,
             # Something one request brought (a NUL character in a text field, say) failed the
             # shared transaction: each request gets a transaction of its own.
-            alone_after=lambda error: not isinstance(error, Unavailable),
+            alone_after=unless_unavailable,
         )
 
     async def execute(self, principal: Principal, command: SendNotificationCommand) -> SendOutcome:

@@ -18,7 +18,6 @@ never from Redis or the local clock, so that tests and every worker agree on one
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib.resources
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from application.group_commit import GroupCommit
 from application.ports.scheduler import Claim, PriorityStats, QueueItem, QueueStats
 from domain.notification import Priority
 from infrastructure.redis_calls import (
@@ -46,7 +46,7 @@ PROMOTE_PER_CLAIM: Final = 1000
 # scheduled sends beyond it is counted, but not split by priority.
 STATS_SCAN_LIMIT: Final = 2_000
 
-# Acks that arrive together go to Redis as one script call of at most this many.
+# Acks made together go to Redis as one script call of at most this many.
 MAX_ACKS_PER_CALL: Final = 256
 
 _PRIORITIES_LOW_TO_HIGH: Final = tuple(sorted(Priority))
@@ -107,10 +107,13 @@ class RedisScheduler:
         self._depth = self._script("depth.lua")
         self._contains = self._script("contains.lua")
         self._stats = self._script("stats.lua")
-        # Acks waiting for the next call: a worker finishes many deliveries close together,
-        # and a round trip (and a pooled connection) each cost more than the ack itself.
-        self._acks: list[tuple[Claim, asyncio.Future[bool]]] = []
-        self._acker: asyncio.Task[None] | None = None
+        # Acks made together go in one call: a worker finishes many deliveries close
+        # together, and a round trip (and a pooled connection) each cost more than the ack.
+        self._acks: GroupCommit[None, Claim, bool] = GroupCommit(
+            lambda _, claims: self._ack_together(claims),
+            max_batch=MAX_ACKS_PER_CALL,
+            max_in_flight=1,
+        )
 
     @property
     def namespace(self) -> str:
@@ -171,44 +174,14 @@ class RedisScheduler:
         ]
 
     async def ack(self, claim: Claim) -> bool:
-        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._acks.append((claim, answer))
-        if self._acker is None:
-            self._acker = asyncio.create_task(self._send_acks())
-        return await answer
+        return await self._acks.submit(None, claim)
 
-    async def _send_acks(self) -> None:
-        """Sends the acks waiting, in calls of MAX_ACKS_PER_CALL, until none is left; those
-        made meanwhile go in the next call."""
-        batch: list[tuple[Claim, asyncio.Future[bool]]] = []
-        try:
-            # The acks made in the same turn of the event loop as the first join it.
-            await asyncio.sleep(0)
-            while self._acks:
-                batch = [a for a in self._acks[:MAX_ACKS_PER_CALL] if not a[1].done()]
-                del self._acks[:MAX_ACKS_PER_CALL]
-                if not batch:
-                    continue
-                args: list[str | int] = []
-                for claim, _ in batch:
-                    args += [claim.notification_id, claim.token]
-                try:
-                    flags = await self._run(self._ack, *args)
-                except Exception as error:
-                    for _, answer in batch:
-                        _fail(answer, error)
-                else:
-                    for (_, answer), flag in zip(batch, flags, strict=True):
-                        if not answer.done():
-                            answer.set_result(bool(flag))
-                batch = []
-        except BaseException as error:
-            for _, answer in batch + self._acks:
-                _fail(answer, error)
-            self._acks = []
-            raise
-        finally:
-            self._acker = None
+    async def _ack_together(self, claims: Sequence[Claim]) -> list[bool]:
+        args: list[str | int] = []
+        for claim in claims:
+            args += [claim.notification_id, claim.token]
+        flags = await self._run(self._ack, *args)
+        return [bool(flag) for flag in flags]
 
     async def retry_at(self, claim: Claim, due_at: datetime, now: datetime) -> bool:
         result = await self._run(
@@ -267,14 +240,3 @@ class RedisScheduler:
         with unavailable_if_unreachable():
             info = await self._client.info("server")
         return str(info["run_id"])
-
-
-def _fail(answer: asyncio.Future[bool], error: BaseException) -> None:
-    if answer.done():
-        return
-    if isinstance(error, asyncio.CancelledError):
-        answer.cancel()
-    else:
-        answer.set_exception(error)
-        # Its caller may have gone (cancelled): no "exception never retrieved" warning then.
-        answer.exception()
