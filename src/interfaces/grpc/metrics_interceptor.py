@@ -79,6 +79,15 @@ class _Call:
         self.finished(code)
 
 
+# Each kind of handler, its go-grpc-prometheus type, and how to rebuild it around a behaviour.
+_KINDS: Final = (
+    ("unary_unary", UNARY, grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", SERVER_STREAM, grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", CLIENT_STREAM, grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", BIDI_STREAM, grpc.stream_stream_rpc_method_handler),
+)
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: RpcMetrics, clock: Callable[[], float] = time.perf_counter) -> None:
         self._metrics = metrics
@@ -93,56 +102,46 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # count those either (there is no handler to label).
             return None
         service, method = split_method(handler_call_details.method)
-        if handler.unary_unary is not None:
-            return self._unary_unary(handler, service, method)
-        if handler.unary_stream is not None:
-            return self._unary_stream(handler, service, method)
-        if handler.stream_unary is not None:
-            return self._stream_unary(handler, service, method)
-        if handler.stream_stream is not None:
-            return self._stream_stream(handler, service, method)
+        for kind, grpc_type, make in _KINDS:
+            inner = getattr(handler, kind)
+            if inner is None:
+                continue
+            requests = grpc_type in (CLIENT_STREAM, BIDI_STREAM)
+            if inspect.isasyncgenfunction(inner):
+                behaviour: Any = self._streamed(
+                    inner, grpc_type, service, method, requests=requests
+                )
+            else:
+                # A coroutine; a streaming one writes through context.write(): the call is
+                # counted, its messages cannot be.
+                behaviour = self._counted(inner, grpc_type, service, method, requests=requests)
+            return make(
+                behaviour,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
     def _call(self, grpc_type: str, service: str, method: str) -> _Call:
         return _Call(self._metrics, self._clock, (grpc_type, service, method))
 
-    def _unary_unary(
-        self, handler: grpc.RpcMethodHandler, service: str, method: str
-    ) -> grpc.RpcMethodHandler:
-        inner = handler.unary_unary
-
-        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = self._call(UNARY, service, method)
-            call.received()
-            try:
-                response = await inner(request, context)
-            except BaseException as error:
-                call.handled(context, error)
-                raise
-            call.answered(context)
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _unary_stream(
-        self, handler: grpc.RpcMethodHandler, service: str, method: str
-    ) -> grpc.RpcMethodHandler:
-        inner = handler.unary_stream
-        if not inspect.isasyncgenfunction(inner):
-            # Writes through context.write(): the call is counted, its messages cannot be.
-            return grpc.unary_stream_rpc_method_handler(
-                self._counted(inner, SERVER_STREAM, service, method, requests=False),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+    def _streamed(
+        self,
+        inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        grpc_type: str,
+        service: str,
+        method: str,
+        *,
+        requests: bool,
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        """An async-generator behaviour: each response yielded counts as a message sent."""
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            call = self._call(SERVER_STREAM, service, method)
-            call.received()
+            call = self._call(grpc_type, service, method)
+            if requests:
+                request = _counting(request, call)
+            else:
+                call.received()
             try:
                 async for response in inner(request, context):
                     call.sent()
@@ -152,50 +151,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise
             call.handled(context, None)
 
-        return grpc.unary_stream_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _stream_unary(
-        self, handler: grpc.RpcMethodHandler, service: str, method: str
-    ) -> grpc.RpcMethodHandler:
-        return grpc.stream_unary_rpc_method_handler(
-            self._counted(handler.stream_unary, CLIENT_STREAM, service, method, requests=True),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _stream_stream(
-        self, handler: grpc.RpcMethodHandler, service: str, method: str
-    ) -> grpc.RpcMethodHandler:
-        inner = handler.stream_stream
-        if not inspect.isasyncgenfunction(inner):
-            return grpc.stream_stream_rpc_method_handler(
-                self._counted(inner, BIDI_STREAM, service, method, requests=True),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        async def behaviour(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            call = self._call(BIDI_STREAM, service, method)
-            try:
-                async for response in inner(_counting(requests, call), context):
-                    call.sent()
-                    yield response
-            except BaseException as error:
-                call.handled(context, error)
-                raise
-            call.handled(context, None)
-
-        return grpc.stream_stream_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return behaviour
 
     def _counted(
         self,
@@ -220,7 +176,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except BaseException as error:
                 call.handled(context, error)
                 raise
-            if grpc_type == CLIENT_STREAM:
+            if grpc_type in (UNARY, CLIENT_STREAM):
                 call.answered(context)
             else:
                 call.handled(context, None)
