@@ -4,11 +4,11 @@ rotation's overlap the replaced secret signs too."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from application.group_commit import GroupCommit
 from application.ports.repositories import Tenant, UnitOfWorkFactory
 from application.ttl_cache import TtlCache
 from domain.errors import NotFound
@@ -42,12 +42,12 @@ class TenantWebhookSecrets:
         self._endpoints: TtlCache[tuple[str, str], WebhookEndpoint | None] = TtlCache(
             ttl_seconds, MAX_CACHED_ENDPOINTS, monotonic
         )
-        # Misses waiting for the next batched lookup: tenant -> user -> its answer. A worker
-        # begins a whole claimed batch at once, so its sends miss together (each recipient is
-        # new to the cache) and a query each would cost more than the rest of the send.
-        self._waiting: dict[str, dict[str, asyncio.Future[WebhookEndpoint | None]]] = {}
-        self._lookup: asyncio.Task[None] | None = None
-        self._lookups: set[asyncio.Task[None]] = set()
+        # Misses made together are looked up together, one query per tenant. A worker begins
+        # a whole claimed batch at once, so its sends miss together (each recipient is new to
+        # the cache) and a query each would cost more than the rest of the send.
+        self._lookups: GroupCommit[str, str, WebhookEndpoint | None] = GroupCommit(
+            self._look_up, max_batch=MAX_LOOKUPS_PER_QUERY, max_in_flight=4
+        )
 
     async def secrets_for(self, notification: Notification, now: datetime) -> list[str]:
         address = notification.address
@@ -87,60 +87,13 @@ class TenantWebhookSecrets:
         )
 
     async def _load_endpoint(self, tenant_id: str, user_id: str) -> WebhookEndpoint | None:
-        waiting = self._waiting.setdefault(tenant_id, {})
-        answer = waiting.get(user_id)
-        if answer is None:
-            answer = waiting[user_id] = asyncio.get_running_loop().create_future()
-            if self._lookup is None:
-                # Runs once every send woken with this one has reached its own lookup.
-                self._lookup = asyncio.create_task(self._look_up_waiting())
-                # Held until done: the loop keeps only a weak reference to a task.
-                self._lookups.add(self._lookup)
-                self._lookup.add_done_callback(self._lookups.discard)
-        # Shielded: several sends may wait on one answer, and one of them being cancelled
-        # must not cancel it for the others.
-        return await asyncio.shield(answer)
+        return await self._lookups.submit(tenant_id, user_id)
 
-    async def _look_up_waiting(self) -> None:
-        batch: dict[str, dict[str, asyncio.Future[WebhookEndpoint | None]]] = {}
-        try:
-            await asyncio.sleep(0)
-            self._lookup = None
-            batch, self._waiting = self._waiting, {}
-            async with self._uow() as uow:
-                for tenant_id, waiting in batch.items():
-                    users = list(waiting)
-                    for start in range(0, len(users), MAX_LOOKUPS_PER_QUERY):
-                        chunk = users[start : start + MAX_LOOKUPS_PER_QUERY]
-                        found = await uow.recipients.get_many(tenant_id, chunk)
-                        for user_id in chunk:
-                            recipient = found.get(user_id)
-                            _answer(waiting[user_id], recipient.webhook if recipient else None)
-        except BaseException as error:
-            if self._lookup is asyncio.current_task():
-                # Cut off before taking its batch: the waiting ones must not wait forever.
-                self._lookup = None
-                batch, self._waiting = self._waiting, {}
-            for waiting in batch.values():
-                for answer in waiting.values():
-                    _fail(answer, error)
-            if not isinstance(error, Exception):
-                raise
-
-
-def _answer(
-    answer: asyncio.Future[WebhookEndpoint | None], endpoint: WebhookEndpoint | None
-) -> None:
-    if not answer.done():
-        answer.set_result(endpoint)
-
-
-def _fail(answer: asyncio.Future[WebhookEndpoint | None], error: BaseException) -> None:
-    if answer.done():
-        return
-    if isinstance(error, asyncio.CancelledError):
-        answer.cancel()
-        return
-    answer.set_exception(error)
-    # Every waiter may have gone (cancelled): no "exception never retrieved" warning then.
-    answer.exception()
+    async def _look_up(
+        self, tenant_id: str, user_ids: Sequence[str]
+    ) -> list[WebhookEndpoint | None]:
+        async with self._uow() as uow:
+            found = await uow.recipients.get_many(tenant_id, user_ids)
+        return [
+            r.webhook if (r := found.get(user_id)) is not None else None for user_id in user_ids
+        ]
