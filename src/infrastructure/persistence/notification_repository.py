@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.errors import ConcurrentUpdate
@@ -504,9 +504,7 @@ def _stats_from_row(
 
 # -- delivery batches ------------------------------------------------------------------------
 
-_GET_MANY_FOR_DELIVERY = sa.select(t).where(
-    t.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.Text)))
-)
+_GET_MANY_FOR_DELIVERY = sa.select(t).where(any_of(t.c.id, "ids"))
 _MUTABLE = [c.name for c in t.c if c.name not in _IMMUTABLE and c.name != "cancel_requested_at"]
 # save() for many rows in one statement: the rows travel as one JSON array read back as
 # notifications records, and each row keeps its own compare-and-set on version; RETURNING
