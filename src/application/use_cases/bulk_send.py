@@ -21,14 +21,14 @@ from application.ports.scheduler import Scheduler
 from application.principal import Principal
 from application.retries import rerun_on
 from application.use_cases.commands import BulkSendCommand
-from application.use_cases.policy_gate import AdmittedBatch, PolicyGate, category_of
+from application.use_cases.policy_gate import PolicyGate, category_of
 from application.use_cases.preparation import (
     NotificationPreparer,
     Prepared,
     check_channel,
     check_content_source,
 )
-from application.use_cases.send_notification import earlier_answer, queue_item
+from application.use_cases.send_notification import earlier_answer, queue_item, store_admitted
 from domain.bulk_job import (
     MAX_BULK_RECIPIENTS,
     BulkJob,
@@ -392,32 +392,21 @@ class BulkSend:
         await self._gate.lock(
             uow, tenant_id, category, [(p.user_id, directory.get(p.user_id)) for _, p in prepared]
         )
-        results: list[RecipientOutcome] = []
-        batch = AdmittedBatch()
-        pending: list[tuple[int, Prepared, Notification]] = []
-        for index, p in prepared:
-            admission = await self._gate.admit(
-                uow, p, category, directory.get(p.user_id), now, batch
+        outcomes = await store_admitted(
+            uow, self._gate, [(p, category, directory.get(p.user_id)) for _, p in prepared], now
+        )
+        return [
+            _reused(index, p)
+            if isinstance(outcome, IdempotencyConflict)
+            else RecipientOutcome(
+                index,
+                p.user_id,
+                notification=outcome.notification,
+                deduplicated=outcome.deduplicated,
+                stored=not outcome.replayed and not outcome.deduplicated,
             )
-            n = admission.notification
-            if not admission.duplicate:
-                batch.add(n)
-                pending.append((index, p, n))
-            elif await uow.notifications.add_alias(
-                tenant_id, p.new.request_id, p.fingerprint, n.id, now
-            ):
-                results.append(
-                    RecipientOutcome(index, p.user_id, notification=n, deduplicated=True)
-                )
-            else:
-                results.append(await self._earlier_or_refusal(uow, index, p))
-        inserted = await uow.notifications.add_many(batch.notifications)
-        for index, p, n in pending:
-            if n.id in inserted:
-                results.append(RecipientOutcome(index, p.user_id, notification=n, stored=True))
-            else:
-                results.append(await self._earlier_or_refusal(uow, index, p))
-        return results
+            for (index, p), outcome in zip(prepared, outcomes, strict=True)
+        ]
 
     async def _earlier(self, uow: UnitOfWork, index: int, p: Prepared) -> RecipientOutcome | None:
         try:
@@ -429,13 +418,6 @@ class BulkSend:
         return RecipientOutcome(
             index, p.user_id, notification=answer.notification, deduplicated=answer.deduplicated
         )
-
-    async def _earlier_or_refusal(
-        self, uow: UnitOfWork, index: int, p: Prepared
-    ) -> RecipientOutcome:
-        answer = await self._earlier(uow, index, p)
-        assert answer is not None, "insert conflicted but no row holds the request_id"
-        return answer
 
 
 def _reused(index: int, p: Prepared) -> RecipientOutcome:

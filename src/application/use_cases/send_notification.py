@@ -197,32 +197,14 @@ class SendNotification:
             return earlier
         await self._gate.lock(uow, prepared.tenant_id, category, [(prepared.user_id, recipient)])
         admission = await self._gate.admit(uow, prepared, category, recipient, now)
-        outcome = await self._admitted(uow, prepared, admission, now)
-        if outcome is None:
-            if not await uow.notifications.add(admission.notification):
-                return await _conflicted(uow, prepared)
+        if admission.duplicate:
+            outcome = await _bound_to_earlier(uow, prepared, admission, now)
+        elif await uow.notifications.add(admission.notification):
             outcome = SendOutcome(admission.notification, replayed=False)
+        else:
+            return await _conflicted(uow, prepared)
         await uow.commit()
         return outcome
-
-    async def _admitted(
-        self, uow: UnitOfWork, prepared: Prepared, admission: Admission, now: datetime
-    ) -> SendOutcome | None:
-        """The answer for a duplicate (bound to the earlier notification); None for a new
-        notification, which the caller stores."""
-        if not admission.duplicate:
-            return None
-        bound = await uow.notifications.add_alias(
-            prepared.tenant_id,
-            prepared.new.request_id,
-            prepared.fingerprint,
-            admission.notification.id,
-            now,
-        )
-        if not bound:
-            # A concurrent retry of this very request bound it first.
-            return await _conflicted(uow, prepared)
-        return SendOutcome(admission.notification, replayed=False, deduplicated=True)
 
     async def _store_together(
         self, tenant_id: str, requests: Sequence[Request]
@@ -284,28 +266,68 @@ class SendNotification:
                     if self._gate.needs_lock(category(p), directory.get(p.user_id))
                 ),
             )
-            # Admitted in request order; those admitted before count like stored ones.
-            batch = AdmittedBatch()
-            for i, p in new:
-                admission = await self._gate.admit(
-                    uow, p, category(p), directory.get(p.user_id), now, batch
-                )
-                outcome = await self._admitted(uow, p, admission, now)
-                if outcome is not None:
-                    results[i] = outcome
-                else:
-                    batch.add(admission.notification)
-            inserted = await uow.notifications.add_many(batch.notifications)
-            by_id = {n.id: n for n in batch.notifications}
-            for i, p in new:
-                if i in results:
-                    continue
-                if p.id in inserted:
-                    results[i] = SendOutcome(by_id[p.id], replayed=False)
-                else:
-                    results[i] = await _conflicted(uow, p)
+            outcomes = await store_admitted(
+                uow,
+                self._gate,
+                [(p, category(p), directory.get(p.user_id)) for _, p in new],
+                now,
+            )
+            results |= {i: outcome for (i, _), outcome in zip(new, outcomes, strict=True)}
             await uow.commit()
         return [results[i] for i in indexes]
+
+
+async def store_admitted(
+    uow: UnitOfWork,
+    gate: PolicyGate,
+    sends: Sequence[tuple[Prepared, Category, Recipient | None]],
+    now: datetime,
+) -> list[SendOutcome | IdempotencyConflict]:
+    """The policy step for each send, in order (those admitted before count like stored
+    ones), then one insert for every new notification. A duplicate is bound to the earlier
+    notification; a send whose request_id another transaction took meanwhile gets that one's
+    answer, or ALREADY_EXISTS (returned, not raised) if it was another request."""
+    results: dict[int, SendOutcome | IdempotencyConflict] = {}
+    batch = AdmittedBatch()
+    for i, (p, category, recipient) in enumerate(sends):
+        admission = await gate.admit(uow, p, category, recipient, now, batch)
+        if not admission.duplicate:
+            batch.add(admission.notification)
+            continue
+        try:
+            results[i] = await _bound_to_earlier(uow, p, admission, now)
+        except IdempotencyConflict as error:
+            results[i] = error
+    inserted = await uow.notifications.add_many(batch.notifications)
+    by_id = {n.id: n for n in batch.notifications}
+    for i, (p, _, _) in enumerate(sends):
+        if i in results:
+            continue
+        if p.id in inserted:
+            results[i] = SendOutcome(by_id[p.id], replayed=False)
+            continue
+        try:
+            results[i] = await _conflicted(uow, p)
+        except IdempotencyConflict as error:
+            results[i] = error
+    return [results[i] for i in range(len(sends))]
+
+
+async def _bound_to_earlier(
+    uow: UnitOfWork, prepared: Prepared, admission: Admission, now: datetime
+) -> SendOutcome:
+    """The answer for a duplicate: its request_id bound to the earlier notification."""
+    bound = await uow.notifications.add_alias(
+        prepared.tenant_id,
+        prepared.new.request_id,
+        prepared.fingerprint,
+        admission.notification.id,
+        now,
+    )
+    if not bound:
+        # A concurrent retry of this very request bound it first.
+        return await _conflicted(uow, prepared)
+    return SendOutcome(admission.notification, replayed=False, deduplicated=True)
 
 
 async def _conflicted(uow: UnitOfWork, prepared: Prepared) -> SendOutcome:
