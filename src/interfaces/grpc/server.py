@@ -39,6 +39,8 @@ NOTIFYD_SERVICES = (
     CATEGORY_SERVICE_NAME,
     TEMPLATE_SERVICE_NAME,
 )
+# About 40 s of calls at this box's unary capacity: more than any caller's deadline waits.
+MAX_PENDING_CALLS = 20_000
 
 
 class ApiServer:
@@ -66,6 +68,12 @@ class ApiServer:
                 # silently sharing it; on for several API processes behind one port.
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                # Calls gRPC core holds until this process picks them up: above its default
+                # of 1,000 it sheds them at random with CANCELLED, a code callers take as their
+                # own doing and do not retry. A burst waits its turn instead, bounded by each
+                # caller's deadline.
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
             ],
         )
         svc_grpc.add_NotificationServiceServicer_to_server(servicer, self._server)
