@@ -3,7 +3,7 @@
 gRPC core keeps calls the Python server has not picked up yet in a queue, and by default it
 sheds that queue above 1,000 calls by answering CANCELLED at random. A caller reads CANCELLED
 as "I cancelled it" and does not retry, so a send shed this way is lost to it. notifyd raises
-that limit: a burst waits its turn, bounded by each caller's own deadline.
+that limit (to 5,000): a burst waits its turn, bounded by each caller's own deadline.
 """
 
 from __future__ import annotations

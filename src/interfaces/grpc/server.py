@@ -39,8 +39,9 @@ NOTIFYD_SERVICES = (
     CATEGORY_SERVICE_NAME,
     TEMPLATE_SERVICE_NAME,
 )
-# About 40 s of calls at this box's unary capacity: more than any caller's deadline waits.
-MAX_PENDING_CALLS = 20_000
+# About 10 s of calls at this box's unary capacity. Each waiting call holds ~15 KB, so the
+# queue stays within the API process' memory budget (300 MB) when it is full.
+MAX_PENDING_CALLS = 5_000
 
 
 class ApiServer:
