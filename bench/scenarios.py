@@ -90,19 +90,24 @@ def _queued_everywhere(stack: Stack) -> tuple[int, int]:
     return (row[0] if row else 0), queued
 
 
+def _closed_loop(stack: Stack, sizes: Sizes, mode: str) -> list[dict[str, Any]]:
+    """A one-second warm-up, then ``concurrency`` calls always in flight from each of
+    ``load_processes`` generators for ``seconds``."""
+    stack.load(mode, seconds=1, concurrency=sizes.concurrency)
+    return stack.load(
+        mode,
+        processes=sizes.load_processes,
+        seconds=sizes.seconds,
+        concurrency=sizes.concurrency,
+    )
+
+
 def grpc_floor(sizes: Sizes) -> Figures:
     """Scenario 0, a reference: the standard health Check, which touches neither Postgres nor
     Redis, through the same API process (its interceptors included) and the same load
     generator. What gRPC in Python costs on this box before notifyd does any work."""
     with _stack(sizes, with_workers=False) as stack:
-        stack.load("health-closed", seconds=1, concurrency=sizes.concurrency)  # warm-up
-        results = stack.load(
-            "health-closed",
-            processes=sizes.load_processes,
-            seconds=sizes.seconds,
-            concurrency=sizes.concurrency,
-        )
-        ok, _, elapsed, latencies, errors = _merge(results)
+        ok, _, elapsed, latencies, errors = _merge(_closed_loop(stack, sizes, "health-closed"))
         return {
             "calls_per_s": ok / elapsed,
             **_latency_figures(latencies),
@@ -114,14 +119,7 @@ def unary_closed(sizes: Sizes) -> Figures:
     """Scenario 1: accepted/s with ``concurrency`` calls always in flight (no workers, so the
     figure is the accept path alone)."""
     with _stack(sizes, with_workers=False) as stack:
-        stack.load("unary-closed", seconds=1, concurrency=sizes.concurrency)  # warm-up
-        results = stack.load(
-            "unary-closed",
-            processes=sizes.load_processes,
-            seconds=sizes.seconds,
-            concurrency=sizes.concurrency,
-        )
-        ok, _, elapsed, latencies, errors = _merge(results)
+        ok, _, elapsed, latencies, errors = _merge(_closed_loop(stack, sizes, "unary-closed"))
         rows, queued = _queued_everywhere(stack)
         if rows < ok or queued < ok:
             raise RuntimeError(f"{ok} accepted but {rows} rows and {queued} queued")
