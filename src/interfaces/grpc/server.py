@@ -71,8 +71,8 @@ class ApiServer:
                 ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                 # Calls gRPC core holds until this process picks them up: above its default
                 # of 1,000 it sheds them at random with CANCELLED, a code callers take as their
-                # own doing and do not retry. A burst waits its turn instead, bounded by each
-                # caller's deadline.
+                # own doing and do not retry. Up to MAX_PENDING_CALLS now wait their turn,
+                # bounded by each caller's deadline; core sheds only beyond that.
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
             ],
