@@ -70,7 +70,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="length of timed scenarios")
     parser.add_argument("--deliveries", type=int, default=None)
     parser.add_argument("--scheduled", type=int, default=None)
-    parser.add_argument("--api-processes", type=int, default=1)
+    parser.add_argument("--api-processes", type=int, default=2)
+    parser.add_argument(
+        "--connections", type=int, default=8, help="gRPC connections per load generator"
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=64, help="unary calls in flight")
     parser.add_argument("--out", type=Path, default=Path("bench-results/latest.json"))
@@ -83,12 +86,14 @@ def main() -> None:
         deliveries=args.deliveries or base.deliveries,
         scheduled=args.scheduled or base.scheduled,
         api_processes=args.api_processes,
+        connections=args.connections,
         workers=args.workers,
     )
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
     header = (
         f"stack: {describe_servers()}; notifyd: {sizes.api_processes} API process(es), "
-        f"{sizes.workers} worker process(es); webhook sink and load generators in their own "
+        f"{sizes.workers} worker process(es); {sizes.connections} gRPC connections per load "
+        f"generator; webhook sink and load generators in their own "
         f"processes; {platform.machine()} with {os.cpu_count()} cores; {args.runs} run(s) each"
     )
     print(header, flush=True)

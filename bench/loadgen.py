@@ -108,12 +108,12 @@ class Load:
         self.ok += 1
         self.latencies_ms.append((time.time() - started) * 1000)
 
-    async def closed(self, channel: grpc.aio.Channel, mode: str) -> None:
+    async def closed(self, channels: list[grpc.aio.Channel], mode: str) -> None:
         deadline = time.time() + self.args.seconds
-        stub = svc_grpc.NotificationServiceStub(channel)
-        health = health_pb2_grpc.HealthStub(channel)
 
-        async def lane() -> None:
+        async def lane(channel: grpc.aio.Channel) -> None:
+            stub = svc_grpc.NotificationServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
             while time.time() < deadline:
                 if mode == "bulk-closed":
                     await self.call_bulk(stub)
@@ -122,9 +122,12 @@ class Load:
                 else:
                     await self.call_unary(stub, time.time())
 
-        await asyncio.gather(*(lane() for _ in range(self.args.concurrency)))
+        await asyncio.gather(
+            *(lane(channels[i % len(channels)]) for i in range(self.args.concurrency))
+        )
 
-    async def open(self, stub: svc_grpc.NotificationServiceStub) -> None:
+    async def open(self, channels: list[grpc.aio.Channel]) -> None:
+        stubs = [svc_grpc.NotificationServiceStub(channel) for channel in channels]
         rate = self.args.rate
         total = int(rate * self.args.seconds)
         start = time.time() + 0.05
@@ -134,22 +137,33 @@ class Load:
             delay = scheduled - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(self.call_unary(stub, scheduled))
+            task = asyncio.create_task(self.call_unary(stubs[i % len(stubs)], scheduled))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
 
     async def run(self) -> dict[str, Any]:
-        options = [("grpc.max_send_message_length", 16 * 1024 * 1024)]
-        async with grpc.aio.insecure_channel(self.args.address, options=options) as channel:
-            stub = svc_grpc.NotificationServiceStub(channel)
+        # A channel of its own for each connection: several callers' connections are what the
+        # kernel spreads over the API processes (SO_REUSEPORT balances connections, not calls).
+        options = [
+            ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        channels = [
+            grpc.aio.insecure_channel(self.args.address, options=options)
+            for _ in range(self.args.connections)
+        ]
+        try:
             t0 = time.time()
             if self.args.mode == "unary-open":
-                await self.open(stub)
+                await self.open(channels)
             else:
-                await self.closed(channel, self.args.mode)
+                await self.closed(channels, self.args.mode)
             t1 = time.time()
+        finally:
+            for channel in channels:
+                await channel.close()
         return {
             "ok": self.ok,
             "recipients": self.recipients,
@@ -170,6 +184,9 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--connections", type=int, default=1, help="gRPC connections to spread calls over"
+    )
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--recipients", type=int, default=1000)
     parser.add_argument("--sent-log", default="")

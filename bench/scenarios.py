@@ -35,13 +35,16 @@ class Sizes:
     bulk_concurrency: int = 2
     deliveries: int = 100_000
     scheduled: int = 50_000
-    api_processes: int = 1
+    api_processes: int = 2
     workers: int = 2
+    connections: int = 8
 
 
 @contextmanager
 def _stack(sizes: Sizes, *, with_workers: bool) -> Iterator[Stack]:
-    stack = Stack(api_processes=sizes.api_processes, workers=sizes.workers)
+    stack = Stack(
+        api_processes=sizes.api_processes, workers=sizes.workers, connections=sizes.connections
+    )
     try:
         yield stack.start(with_workers=with_workers)
     finally:

@@ -64,6 +64,9 @@ class Stack:
 
     api_processes: int = 1
     workers: int = 2
+    # Each load generator's gRPC connections; the kernel spreads connections, not calls, over
+    # the API processes, so one connection would keep every call on one process.
+    connections: int = 8
     env_overrides: dict[str, str] = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="notifyd-bench-")))
     postgres: EmbeddedPostgres | None = None
@@ -161,7 +164,7 @@ class Stack:
         """Run ``processes`` load generators at once; their JSON results. With ``sent_log``,
         generator i writes its accepted ids to ``<sent_log>.<i>``."""
         argv = [*PYTHON, "bench.loadgen", "--address", self.address, "--key", self.api_key]
-        argv += ["--url", self.sink_url, "--mode", mode]
+        argv += ["--url", self.sink_url, "--mode", mode, "--connections", str(self.connections)]
         for name, value in options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         # Results go to a file: a library writing to stdout mid-run once cut the JSON in two.
