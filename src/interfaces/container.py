@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import grpc
-import httpx
 import redis.asyncio as aioredis
 from dependency_injector import containers, providers
 
@@ -55,7 +54,7 @@ from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
-from infrastructure.senders.webhook import ShardedTransport
+from infrastructure.senders.webhook import WebhookHttp
 from infrastructure.telemetry.gauges import GaugeRefresher
 from infrastructure.telemetry.logs import bind_request_id, mask
 from infrastructure.telemetry.metrics import DeliveryMetrics, GrpcServerMetrics, Metrics
@@ -82,12 +81,8 @@ def redis_client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
-def http_client() -> httpx.AsyncClient:
-    # Redirects are never followed: a webhook receiver answers, it does not send us elsewhere.
-    return httpx.AsyncClient(
-        follow_redirects=False,
-        transport=ShardedTransport(shards=32, max_connections=200, max_keepalive=100),
-    )
+def http_client() -> WebhookHttp:
+    return WebhookHttp(max_connections=200)
 
 
 def _server_observers(

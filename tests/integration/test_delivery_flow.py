@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -50,6 +49,7 @@ from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisScheduler
 from infrastructure.senders import SsrfGuard, WebhookSender
 from infrastructure.senders.in_app import InAppSender
+from infrastructure.senders.webhook import WebhookHttp
 from infrastructure.templates import JinjaTemplateEngine, JinjaTemplateRenderer
 
 pytestmark = pytest.mark.integration
@@ -203,9 +203,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(follow_redirects=False) as client:
-        yield client
+async def http() -> AsyncIterator[WebhookHttp]:
+    client = WebhookHttp()
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture
@@ -213,7 +214,7 @@ async def flow(
     uow: SqlUnitOfWorkFactory,
     scheduler: RedisScheduler,
     receiver: Receiver,
-    http: httpx.AsyncClient,
+    http: WebhookHttp,
 ) -> Flow:
     clock = SystemClock()
     receiver.secret = new_webhook_secret()

@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -29,6 +28,7 @@ from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.sandbox.http import serve_asgi
 from infrastructure.sandbox.webhook_sink import SandboxWebhookSink
 from infrastructure.senders import SsrfGuard, WebhookSender
+from infrastructure.senders.webhook import WebhookHttp
 
 pytestmark = pytest.mark.integration
 
@@ -139,8 +139,8 @@ def to(url: str) -> Notification:
 
 
 async def deliver(db: SqlUnitOfWorkFactory, url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        sender = WebhookSender(client, TenantWebhookSecrets(db), SsrfGuard(allow_private=True))
+    async with WebhookHttp() as http:
+        sender = WebhookSender(http, TenantWebhookSecrets(db), SsrfGuard(allow_private=True))
         await sender.send(to(url))
 
 

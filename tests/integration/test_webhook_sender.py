@@ -18,7 +18,6 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -40,7 +39,7 @@ from infrastructure.senders import (
     parse_retry_after,
     webhook_body,
 )
-from infrastructure.senders.webhook import ShardedTransport
+from infrastructure.senders.webhook import WebhookHttp
 
 pytestmark = pytest.mark.integration
 
@@ -169,27 +168,15 @@ async def receiver() -> AsyncIterator[Receiver]:
     await server.stop()
 
 
-# Every test runs with httpx's own transport and with the one the worker uses (its pools on
-# plain asyncio streams): each failure must be classified the same way on both.
-TRANSPORTS = ["httpx", "worker"]
-
-
-def make_client(transport: str, **kw: Any) -> httpx.AsyncClient:
-    if transport == "httpx":
-        return httpx.AsyncClient(**kw)
-    verify = kw.pop("verify", True)
-    return httpx.AsyncClient(transport=ShardedTransport(shards=2, verify=verify), **kw)
-
-
-@pytest.fixture(params=TRANSPORTS)
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    # follow_redirects=True on purpose: the sender must refuse redirects whatever the client says.
-    async with make_client(request.param, follow_redirects=True) as c:
-        yield c
+@pytest.fixture
+async def client() -> AsyncIterator[WebhookHttp]:
+    http = WebhookHttp()
+    yield http
+    await http.aclose()
 
 
 def sender(
-    client: httpx.AsyncClient,
+    client: WebhookHttp,
     *,
     allow_private: bool = True,
     timeout: float = 5.0,
@@ -215,7 +202,7 @@ async def failure(webhooks: WebhookSender, notification: Notification) -> Delive
 
 
 async def test_delivers_a_signed_payload_that_the_reference_library_verifies(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     receiver.headers = {"webhook-message-id": "rcv-123"}
     secrets = StaticSecrets()
@@ -280,28 +267,20 @@ async def test_successive_deliveries_reuse_one_kept_alive_connection() -> None:
 
     server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    http = WebhookHttp()
     try:
-        async with httpx.AsyncClient() as client:
-            webhooks = sender(client)
-            for i in range(3):
-                url = f"http://127.0.0.1:{port}/h"
-                await webhooks.send(make_notification(url, id=f"ntf_{i}"))
+        webhooks = sender(http)
+        for i in range(3):
+            url = f"http://127.0.0.1:{port}/h"
+            await webhooks.send(make_notification(url, id=f"ntf_{i}"))
         assert (answered, connections) == (3, 1)
-
-        # The worker's client spreads requests over several pools, each keeping its own
-        # connections alive.
-        async with httpx.AsyncClient(transport=ShardedTransport(shards=2)) as sharded:
-            webhooks = sender(sharded)
-            for i in range(6):
-                url = f"http://127.0.0.1:{port}/h"
-                await webhooks.send(make_notification(url, id=f"ntf_s{i}"))
-        assert (answered, connections) == (9, 3)
     finally:
+        await http.aclose()
         server.close()
 
 
 async def test_a_rendered_webhook_payload_travels_in_the_body(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     notification = make_notification(f"http://127.0.0.1:{receiver.port}/")
     notification.content = Content("", "", data={"order": {"id": 42, "items": ["a", "b"]}})
@@ -312,7 +291,7 @@ async def test_a_rendered_webhook_payload_travels_in_the_body(
 
 
 async def test_a_retry_sends_the_same_id_and_the_same_bytes(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     notification = make_notification(f"http://127.0.0.1:{receiver.port}/")
     webhooks = sender(client)
@@ -336,7 +315,7 @@ async def test_a_retry_sends_the_same_id_and_the_same_bytes(
 )
 async def test_any_2xx_is_accepted_with_the_receivers_message_id(
     receiver: Receiver,
-    client: httpx.AsyncClient,
+    client: WebhookHttp,
     status: int,
     headers: dict[str, str],
     message_id: str,
@@ -349,7 +328,7 @@ async def test_any_2xx_is_accepted_with_the_receivers_message_id(
 # -- classification of refusals ---------------------------------------------------------------
 
 
-async def test_500_is_transient(receiver: Receiver, client: httpx.AsyncClient) -> None:
+async def test_500_is_transient(receiver: Receiver, client: WebhookHttp) -> None:
     receiver.status, receiver.body = 500, b"database exploded"
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
     # Not PROVIDER_DOWN: there is no other provider for a tenant's endpoint, and an
@@ -364,7 +343,7 @@ async def test_500_is_transient(receiver: Receiver, client: httpx.AsyncClient) -
 
 
 async def test_429_is_transient_and_honours_retry_after_seconds(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     receiver.status, receiver.headers = 429, {"retry-after": "7"}
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
@@ -373,7 +352,7 @@ async def test_429_is_transient_and_honours_retry_after_seconds(
 
 
 async def test_503_honours_retry_after_as_an_http_date(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=120)
     receiver.status = 503
@@ -386,7 +365,7 @@ async def test_503_honours_retry_after_as_an_http_date(
 
 @pytest.mark.parametrize("status", [408, 425, 421, 502, 504])
 async def test_other_retryable_statuses_are_transient(
-    receiver: Receiver, client: httpx.AsyncClient, status: int
+    receiver: Receiver, client: WebhookHttp, status: int
 ) -> None:
     receiver.status = status
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
@@ -394,7 +373,7 @@ async def test_other_retryable_statuses_are_transient(
 
 
 async def test_410_is_permanent_and_says_the_endpoint_is_gone(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     receiver.status = 410
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
@@ -405,9 +384,7 @@ async def test_410_is_permanent_and_says_the_endpoint_is_gone(
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 413])
-async def test_other_4xx_is_permanent(
-    receiver: Receiver, client: httpx.AsyncClient, status: int
-) -> None:
+async def test_other_4xx_is_permanent(receiver: Receiver, client: WebhookHttp, status: int) -> None:
     receiver.status, receiver.body = status, b'{"error": "bad payload"}'
     webhooks = sender(client)
     failed = await failure(webhooks, make_notification(f"http://127.0.0.1:{receiver.port}/"))
@@ -419,7 +396,7 @@ async def test_other_4xx_is_permanent(
 
 
 async def test_a_redirect_is_permanent_and_not_followed(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     location = f"http://127.0.0.1:{receiver.port}/elsewhere"
     receiver.status, receiver.headers = 302, {"location": location}
@@ -434,7 +411,7 @@ async def test_a_redirect_is_permanent_and_not_followed(
 
 
 async def test_a_receiver_that_never_answers_may_have_accepted_within_the_timeout(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     receiver.hang = True
     started = time.monotonic()
@@ -448,7 +425,7 @@ async def test_a_receiver_that_never_answers_may_have_accepted_within_the_timeou
 
 
 async def test_a_connection_dropped_after_the_request_may_have_accepted(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     receiver.drop = True
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{receiver.port}/"))
@@ -456,7 +433,7 @@ async def test_a_connection_dropped_after_the_request_may_have_accepted(
     assert len(receiver.received) == 1
 
 
-async def test_connection_refused_is_provider_down(client: httpx.AsyncClient) -> None:
+async def test_connection_refused_is_provider_down(client: WebhookHttp) -> None:
     port = free_port()
     failed = await failure(sender(client), make_notification(f"http://127.0.0.1:{port}/"))
     assert failed.error_class is ErrorClass.PROVIDER_DOWN
@@ -464,7 +441,7 @@ async def test_connection_refused_is_provider_down(client: httpx.AsyncClient) ->
 
 
 async def test_a_deadline_passing_before_the_request_left_is_provider_down(
-    client: httpx.AsyncClient,
+    client: WebhookHttp,
 ) -> None:
     # A TCP listener that never speaks TLS: the handshake hangs, so no byte of the request
     # can have left when the deadline passes.
@@ -483,16 +460,14 @@ async def test_a_deadline_passing_before_the_request_left_is_provider_down(
     assert time.monotonic() - started < 2.0
 
 
-async def test_an_unresolvable_host_is_transient(client: httpx.AsyncClient) -> None:
+async def test_an_unresolvable_host_is_transient(client: WebhookHttp) -> None:
     webhooks = sender(client, allow_private=False, resolver=fixed_resolver({}))
     failed = await failure(webhooks, make_notification("https://no-such-host.example/hook"))
     assert failed.error_class is ErrorClass.TRANSIENT
     assert "no-such-host.example" in failed.message
 
 
-async def test_an_unusable_secret_is_permanent(
-    receiver: Receiver, client: httpx.AsyncClient
-) -> None:
+async def test_an_unusable_secret_is_permanent(receiver: Receiver, client: WebhookHttp) -> None:
     webhooks = sender(client, secrets=StaticSecrets("whsec_***"))
     failed = await failure(webhooks, make_notification(f"http://127.0.0.1:{receiver.port}/"))
     assert failed.error_class is ErrorClass.PERMANENT
@@ -500,7 +475,7 @@ async def test_an_unusable_secret_is_permanent(
 
 
 async def test_a_custom_provider_name_is_what_failures_and_results_carry(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     webhooks = WebhookSender(
         client, StaticSecrets(), SsrfGuard(allow_private=True), provider_name="webhook-eu"
@@ -519,7 +494,7 @@ async def test_a_custom_provider_name_is_what_failures_and_results_carry(
 
 
 async def test_two_secrets_make_two_signatures_each_verifiable_alone(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     notification = make_notification(f"http://127.0.0.1:{receiver.port}/")
     await sender(client, secrets=StaticSecrets(SECRET, OLD_SECRET)).send(notification)
@@ -535,7 +510,7 @@ async def test_two_secrets_make_two_signatures_each_verifiable_alone(
         Webhook(OTHER_SECRET).verify(got.body, got.headers)
 
 
-async def test_no_secret_at_all_is_permanent(receiver: Receiver, client: httpx.AsyncClient) -> None:
+async def test_no_secret_at_all_is_permanent(receiver: Receiver, client: WebhookHttp) -> None:
     secrets = StaticSecrets()
     secrets.secrets = []
     failed = await failure(
@@ -562,7 +537,7 @@ async def test_no_secret_at_all_is_permanent(receiver: Receiver, client: httpx.A
     ],
 )
 async def test_the_guard_refuses_non_public_targets(
-    receiver: Receiver, client: httpx.AsyncClient, url: str
+    receiver: Receiver, client: WebhookHttp, url: str
 ) -> None:
     webhooks = sender(client, allow_private=False, timeout=0.5)
     failed = await failure(webhooks, make_notification(url.format(port=receiver.port)))
@@ -572,7 +547,7 @@ async def test_the_guard_refuses_non_public_targets(
 
 
 async def test_the_guard_refuses_a_name_when_any_of_its_addresses_is_private(
-    client: httpx.AsyncClient,
+    client: WebhookHttp,
 ) -> None:
     resolver = fixed_resolver({"mixed.example": ["93.184.215.14", "192.168.1.10"]})
     webhooks = sender(client, allow_private=False, resolver=resolver, timeout=0.5)
@@ -583,7 +558,7 @@ async def test_the_guard_refuses_a_name_when_any_of_its_addresses_is_private(
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 async def test_allow_private_lets_local_receivers_through(
-    receiver: Receiver, client: httpx.AsyncClient, host: str
+    receiver: Receiver, client: WebhookHttp, host: str
 ) -> None:
     if host == "localhost":
         # localhost may resolve to ::1 first; the receiver listens on 127.0.0.1 only.
@@ -637,7 +612,7 @@ async def test_the_system_resolver_maps_localhost_to_loopback() -> None:
 
 
 async def test_connects_to_the_checked_address_and_keeps_the_name_in_host(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     # "receiver.test" exists only in this resolver: the request can only arrive if the sender
     # connected to the address the guard returned, not to a second lookup of the name.
@@ -649,7 +624,7 @@ async def test_connects_to_the_checked_address_and_keeps_the_name_in_host(
 
 
 async def test_falls_back_to_the_next_checked_address_when_one_refuses(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: WebhookHttp
 ) -> None:
     # The receiver listens on 127.0.0.1 only, so 127.0.0.2 refuses the connection.
     resolver = fixed_resolver({"receiver.test": ["127.0.0.2", "127.0.0.1"]})
@@ -693,38 +668,86 @@ async def tls_receiver(tls: Tls) -> AsyncIterator[Receiver]:
     await server.stop()
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_https_pins_the_address_and_verifies_the_certificate_for_the_name(
-    tls: Tls, tls_receiver: Receiver, transport: str
+    tls: Tls, tls_receiver: Receiver
 ) -> None:
     resolver = fixed_resolver({"receiver.test": ["127.0.0.1"]})
-    async with make_client(transport, verify=tls.client) as tls_client:
-        result = await sender(tls_client, resolver=resolver).send(
+    http = WebhookHttp(verify=tls.client)
+    try:
+        result = await sender(http, resolver=resolver).send(
             make_notification(f"https://receiver.test:{tls_receiver.port}/in")
         )
+    finally:
+        await http.aclose()
     assert result.provider == "webhook"
     assert tls_receiver.server_names == ["receiver.test"]
     [got] = tls_receiver.received
     assert got.headers["host"] == f"receiver.test:{tls_receiver.port}"
-    # Not kept alive: the pool keys by IP, and this session was verified for one name only.
-    assert got.headers["connection"] == "close"
     assert got.verify_error == ""
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_https_rejects_a_certificate_for_another_name(
-    tls: Tls, tls_receiver: Receiver, transport: str
+    tls: Tls, tls_receiver: Receiver
 ) -> None:
     resolver = fixed_resolver({"impostor.test": ["127.0.0.1"]})
-    async with make_client(transport, verify=tls.client) as tls_client:
+    http = WebhookHttp(verify=tls.client)
+    try:
         failed = await failure(
-            sender(tls_client, resolver=resolver),
+            sender(http, resolver=resolver),
             make_notification(f"https://impostor.test:{tls_receiver.port}/in"),
         )
+    finally:
+        await http.aclose()
     # The handshake failed, so the request never left: nothing can have been accepted.
     assert failed.error_class is ErrorClass.PROVIDER_DOWN
     assert tls_receiver.server_names == ["impostor.test"]
     assert tls_receiver.received == []
+
+
+async def test_a_kept_alive_tls_connection_never_carries_another_names_request(tls: Tls) -> None:
+    """HTTPS connections are kept alive per (address, port, verified name): a second request
+    for the same name reuses the connection, one for another name on the same address opens
+    its own and is verified for that name (and fails here, the certificate is not for it)."""
+    names: list[str | None] = []
+    connections = 0
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while await reader.readline():
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    tls.server.sni_callback = lambda obj, name, ctx: names.append(name)
+    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0, ssl=tls.server)
+    port = server.sockets[0].getsockname()[1]
+    http = WebhookHttp(verify=tls.client)
+    resolver = fixed_resolver({"receiver.test": ["127.0.0.1"], "impostor.test": ["127.0.0.1"]})
+    webhooks = sender(http, resolver=resolver)
+    try:
+        for i in range(2):
+            url = f"https://receiver.test:{port}/in"
+            await webhooks.send(make_notification(url, id=f"ntf_{i}"))
+        assert (connections, names) == (1, ["receiver.test"])
+
+        failed = await failure(webhooks, make_notification(f"https://impostor.test:{port}/in"))
+        assert failed.error_class is ErrorClass.PROVIDER_DOWN
+        assert names == ["receiver.test", "impostor.test"]
+    finally:
+        tls.server.sni_callback = None
+        await http.aclose()
+        server.close()
 
 
 # -- pure helpers -----------------------------------------------------------------------------

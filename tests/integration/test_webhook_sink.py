@@ -28,6 +28,7 @@ from infrastructure.sandbox.http import RunningPeer, serve_asgi
 from infrastructure.sandbox.journal import read_journals
 from infrastructure.sandbox.webhook_sink import SandboxWebhookSink, signature_verifies
 from infrastructure.senders import SsrfGuard, WebhookSender, webhook_headers
+from infrastructure.senders.webhook import WebhookHttp
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +66,10 @@ def notification(url: str, id: str = "ntf-1") -> Notification:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
+async def client() -> AsyncIterator[WebhookHttp]:
+    http = WebhookHttp()
+    yield http
+    await http.aclose()
 
 
 async def serve(sink: SandboxWebhookSink) -> RunningPeer:
@@ -83,7 +85,7 @@ async def sink() -> AsyncIterator[tuple[SandboxWebhookSink, str]]:
     await peer.close()
 
 
-def sender(client: httpx.AsyncClient, *secrets: str, timeout: float = 5.0) -> WebhookSender:
+def sender(client: WebhookHttp, *secrets: str, timeout: float = 5.0) -> WebhookSender:
     return WebhookSender(
         client, Secrets(*(secrets or (SECRET,))), SsrfGuard(allow_private=True), timeout=timeout
     )
@@ -96,7 +98,7 @@ async def failure(webhooks: WebhookSender, n: Notification) -> DeliveryFailed:
 
 
 async def test_a_signed_delivery_is_verified_recorded_and_named(
-    sink: tuple[SandboxWebhookSink, str], client: httpx.AsyncClient
+    sink: tuple[SandboxWebhookSink, str], client: WebhookHttp
 ) -> None:
     app, base = sink
     n = notification(f"{base}/hooks/orders")
@@ -114,7 +116,7 @@ async def test_a_signed_delivery_is_verified_recorded_and_named(
 
 
 async def test_a_signature_by_another_secret_is_recorded_as_unverified(
-    sink: tuple[SandboxWebhookSink, str], client: httpx.AsyncClient
+    sink: tuple[SandboxWebhookSink, str], client: WebhookHttp
 ) -> None:
     app, base = sink
     # Dev mode accepts it anyway, so a newcomer sees the delivery and the verdict.
@@ -124,7 +126,7 @@ async def test_a_signature_by_another_secret_is_recorded_as_unverified(
 
 
 async def test_either_of_two_signatures_verifies_during_a_rotation(
-    client: httpx.AsyncClient,
+    client: WebhookHttp,
 ) -> None:
     for expected in (SECRET, OLD_SECRET):
         app = SandboxWebhookSink([expected], reject_unverified=True)
@@ -137,7 +139,7 @@ async def test_either_of_two_signatures_verifies_during_a_rotation(
         assert app.entries[0]["signatures"] == 2
 
 
-async def test_without_expected_secrets_nothing_is_claimed(client: httpx.AsyncClient) -> None:
+async def test_without_expected_secrets_nothing_is_claimed(client: WebhookHttp) -> None:
     app = SandboxWebhookSink()
     peer = await serve(app)
     try:
@@ -148,7 +150,7 @@ async def test_without_expected_secrets_nothing_is_claimed(client: httpx.AsyncCl
 
 
 async def test_per_path_secrets_and_rejecting_what_does_not_verify(
-    client: httpx.AsyncClient,
+    client: WebhookHttp,
 ) -> None:
     app = SandboxWebhookSink(
         [SECRET], secrets_by_path={"/b": [OTHER_SECRET]}, reject_unverified=True
@@ -170,7 +172,7 @@ async def test_per_path_secrets_and_rejecting_what_does_not_verify(
 
 
 async def test_gone_path_answers_410_and_the_sender_says_the_endpoint_is_gone(
-    sink: tuple[SandboxWebhookSink, str], client: httpx.AsyncClient
+    sink: tuple[SandboxWebhookSink, str], client: WebhookHttp
 ) -> None:
     app, base = sink
     failed = await failure(sender(client), notification(f"{base}/gone"))
@@ -180,7 +182,7 @@ async def test_gone_path_answers_410_and_the_sender_says_the_endpoint_is_gone(
 
 
 async def test_fail_path_answers_503(
-    sink: tuple[SandboxWebhookSink, str], client: httpx.AsyncClient
+    sink: tuple[SandboxWebhookSink, str], client: WebhookHttp
 ) -> None:
     _, base = sink
     failed = await failure(sender(client), notification(f"{base}/fail"))
@@ -189,7 +191,7 @@ async def test_fail_path_answers_503(
 
 
 async def test_fail_next_scripts_answers_then_it_accepts_again(
-    sink: tuple[SandboxWebhookSink, str], client: httpx.AsyncClient
+    sink: tuple[SandboxWebhookSink, str], client: WebhookHttp
 ) -> None:
     app, base = sink
     app.fail_next(429, times=2, retry_after=7, body='{"error": "slow down"}')
@@ -205,7 +207,7 @@ async def test_fail_next_scripts_answers_then_it_accepts_again(
 
 
 async def test_a_hang_is_maybe_accepted_and_the_retry_is_a_recognised_duplicate(
-    sink: tuple[SandboxWebhookSink, str], client: httpx.AsyncClient
+    sink: tuple[SandboxWebhookSink, str], client: WebhookHttp
 ) -> None:
     app, base = sink
     app.hang_next()
@@ -223,19 +225,20 @@ async def test_a_hang_is_maybe_accepted_and_the_retry_is_a_recognised_duplicate(
 
 
 async def test_only_post_with_a_json_body_and_webhook_headers_is_taken(
-    sink: tuple[SandboxWebhookSink, str], client: httpx.AsyncClient
+    sink: tuple[SandboxWebhookSink, str],
 ) -> None:
     app, base = sink
-    assert (await client.get(f"{base}/")).status_code == 405
     body = b"not json"
     headers = webhook_headers("m-1", int(time.time()), body, SECRET)
-    assert (await client.post(f"{base}/", content=body, headers=headers)).status_code == 400
-    assert (await client.post(f"{base}/", json={"a": 1})).status_code == 400
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{base}/")).status_code == 405
+        assert (await client.post(f"{base}/", content=body, headers=headers)).status_code == 400
+        assert (await client.post(f"{base}/", json={"a": 1})).status_code == 400
     assert [e["status"] for e in app.entries] == [400, 400]
 
 
 async def test_the_journal_is_written_where_notifyd_sandbox_reads_it(
-    tmp_path: Path, client: httpx.AsyncClient
+    tmp_path: Path, client: WebhookHttp
 ) -> None:
     app = SandboxWebhookSink([SECRET], journal_dir=tmp_path)
     peer = await serve(app)
