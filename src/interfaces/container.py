@@ -81,10 +81,6 @@ def redis_client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
-def http_client() -> WebhookHttp:
-    return WebhookHttp(max_connections=200)
-
-
 def _server_observers(
     settings: Settings,
     tracing: grpc.aio.ServerInterceptor,
@@ -119,7 +115,7 @@ class Container(containers.DeclarativeContainer):
         create_engine, settings.provided.database_url, settings.provided.db_pool_size
     )
     redis = providers.Singleton(redis_client, settings.provided.redis_url)
-    http = providers.Singleton(http_client)
+    http = providers.Singleton(WebhookHttp)
     # What the CLI's configure_tracing() set up from OTEL_*; disabled, nothing is traced.
     tracing = providers.Singleton(active_tracing)
     # One registry per process (API and worker share it in `run`); the CLI serves it.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 import httpx
 
@@ -32,7 +34,13 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
     return max(at - now, timedelta(0))
 
 
-def retry_after_of(response: httpx.Response) -> timedelta | None:
+class _WithHeaders(Protocol):
+    # httpx's and aiohttp's responses both: case-insensitive header lookup.
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def retry_after_of(response: _WithHeaders) -> timedelta | None:
     return parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
 
 

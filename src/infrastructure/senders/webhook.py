@@ -18,7 +18,7 @@ import yarl
 
 from application.ports.sender import DeliveryFailed
 from domain.notification import AddressRejection, Channel, DeliveryResult, ErrorClass, Notification
-from infrastructure.senders.http_failures import parse_retry_after, transport_failure
+from infrastructure.senders.http_failures import retry_after_of, transport_failure
 from infrastructure.senders.ssrf import HostUnresolvable, IPAddress, SsrfGuard, SsrfRefused
 from infrastructure.senders.standard_webhooks import webhook_headers
 
@@ -306,9 +306,7 @@ class WebhookSender:
             raise self._failed(
                 ErrorClass.TRANSIENT,
                 f"HTTP {status}{detail}",
-                retry_after=parse_retry_after(
-                    response.headers.get("retry-after"), datetime.now(UTC)
-                ),
+                retry_after=retry_after_of(response),
                 summary=f"HTTP {status}",
             )
         raise self._failed(ErrorClass.PERMANENT, f"HTTP {status}{detail}", summary=f"HTTP {status}")
@@ -351,7 +349,9 @@ async def _snippet(response: aiohttp.ClientResponse) -> str:
     data = b""
     try:
         async with asyncio.timeout(_SNIPPET_WAIT_SECONDS):
-            while len(data) < _SNIPPET_BYTES and (chunk := await response.content.read(512)):
+            while len(data) < _SNIPPET_BYTES and (
+                chunk := await response.content.read(_SNIPPET_BYTES - len(data))
+            ):
                 data += chunk
     except (TimeoutError, aiohttp.ClientError):
         pass
