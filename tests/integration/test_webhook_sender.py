@@ -119,6 +119,42 @@ class Receiver:
             writer.close()
 
 
+class KeepAliveServer:
+    """An HTTP/1.1 server that answers every request 200 and keeps each connection open,
+    counting connections and answers."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readline():
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                self.answered += 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
 class StaticSecrets:
     def __init__(self, *secrets: str) -> None:
         self.secrets = list(secrets or (SECRET,))
@@ -243,37 +279,15 @@ async def test_delivers_a_signed_payload_that_the_reference_library_verifies(
 async def test_successive_deliveries_reuse_one_kept_alive_connection() -> None:
     """A success's (empty or small) body is read to its end: an unread response would close
     the connection, and every delivery would pay for a new one."""
-    connections = 0
-    answered = 0
-
-    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections, answered
-        connections += 1
-        try:
-            while await reader.readline():
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode("latin-1").partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                answered += 1
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server = KeepAliveServer()
+    port = await server.start()
     http = WebhookHttp()
     try:
         webhooks = sender(http)
         for i in range(3):
             url = f"http://127.0.0.1:{port}/h"
             await webhooks.send(make_notification(url, id=f"ntf_{i}"))
-        assert (answered, connections) == (3, 1)
+        assert (server.answered, server.connections) == (3, 1)
     finally:
         await http.aclose()
         server.close()
@@ -709,29 +723,9 @@ async def test_a_kept_alive_tls_connection_never_carries_another_names_request(t
     for the same name reuses the connection, one for another name on the same address opens
     its own and is verified for that name (and fails here, the certificate is not for it)."""
     names: list[str | None] = []
-    connections = 0
-
-    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        try:
-            while await reader.readline():
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode("latin-1").partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
     tls.server.sni_callback = lambda obj, name, ctx: names.append(name)
-    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0, ssl=tls.server)
-    port = server.sockets[0].getsockname()[1]
+    server = KeepAliveServer()
+    port = await server.start(tls.server)
     http = WebhookHttp(verify=tls.client)
     resolver = fixed_resolver({"receiver.test": ["127.0.0.1"], "impostor.test": ["127.0.0.1"]})
     webhooks = sender(http, resolver=resolver)
@@ -739,7 +733,7 @@ async def test_a_kept_alive_tls_connection_never_carries_another_names_request(t
         for i in range(2):
             url = f"https://receiver.test:{port}/in"
             await webhooks.send(make_notification(url, id=f"ntf_{i}"))
-        assert (connections, names) == (1, ["receiver.test"])
+        assert (server.connections, names) == (1, ["receiver.test"])
 
         failed = await failure(webhooks, make_notification(f"https://impostor.test:{port}/in"))
         assert failed.error_class is ErrorClass.PROVIDER_DOWN
