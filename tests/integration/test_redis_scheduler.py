@@ -13,6 +13,7 @@ from redis.crc import key_slot
 from application.ports.scheduler import Claim, QueueItem
 from domain.notification import Priority
 from infrastructure.scheduling import RedisScheduler
+from infrastructure.scheduling.redis_scheduler import PROMOTE_PER_CALL
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +98,44 @@ async def test_promoted_item_keeps_its_due_time_for_fifo(scheduler: RedisSchedul
 
     # The scheduled one became due first, even though it reached the ready set later.
     assert ids(await scheduler.claim(10, at(20), LEASE)) == ["scheduled", "immediate"]
+
+
+async def test_promote_due_readies_every_due_item_however_many_and_no_other(
+    scheduler: RedisScheduler,
+) -> None:
+    backlog = 2 * PROMOTE_PER_CALL + 5  # more than one script call's worth
+    for start in range(0, backlog, 1000):
+        await scheduler.enqueue(
+            [
+                item(f"low{n:05}", Priority.LOW, due=at(10 + n / 1000))
+                for n in range(start, min(start + 1000, backlog))
+            ],
+            T0,
+        )
+    await scheduler.enqueue(
+        [item("urgent", Priority.CRITICAL, due=at(20)), item("later", due=at(60))], T0
+    )
+
+    assert await scheduler.promote_due(at(20)) == backlog + 1
+    assert await scheduler.depth() == depth_of(LOW=backlog, CRITICAL=1, delayed=1)
+    assert await scheduler.promote_due(at(20)) == 0
+
+    # Next in line despite the backlog that fell due before it, which stays in due order.
+    claims = await scheduler.claim(3, at(20), LEASE)
+    assert ids(claims) == ["urgent", "low00000", "low00001"]
+    assert claims[0].priority is Priority.CRITICAL
+
+
+async def test_promotion_serves_an_item_whose_priority_is_lost_as_low(
+    scheduler: RedisScheduler, redis_client: aioredis.Redis
+) -> None:
+    await scheduler.enqueue([item("orphan", Priority.HIGH, due=at(10))], T0)
+    await redis_client.hdel(scheduler.keys[6], "orphan")
+
+    assert await scheduler.promote_due(at(10)) == 1
+    assert await scheduler.depth() == depth_of(LOW=1)
+    [claim] = await scheduler.claim(1, at(10), LEASE)
+    assert (claim.notification_id, claim.priority) == ("orphan", Priority.LOW)
 
 
 async def test_expired_lease_is_recovered_and_claimable_again(scheduler: RedisScheduler) -> None:

@@ -64,6 +64,13 @@ class Scheduler(Protocol):
         with the starvation guard, and lease them until ``now + lease``."""
         ...
 
+    async def promote_due(self, now: datetime) -> int:
+        """Make every item due by ``now`` claimable in priority order; returns how many were
+        waiting for that. ``claim`` does it too, but only as often as a worker has room: a
+        worker whose slots are all busy calls this, so that an urgent item falling due behind
+        a large batch of scheduled ones is next in line, not behind them."""
+        ...
+
     async def ack(self, claim: Claim) -> bool:
         """Done with it: drop the lease. False if the lease was lost to another holder."""
         ...

@@ -1,5 +1,6 @@
 -- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token, trace (order fixed by redis_scheduler.py)
 -- ARGV: now_ms, limit, deadline_ms, aged_before_ms, promote_max, with_trace (1 or 0)
+-- Preceded by promote_due.lua.
 -- Returns a flat array: id, priority, token, deadline_ms (and, with_trace, its trace context or
 -- '') for each claimed item.
 -- Times arrive as decimal strings and are handed back to Redis untouched, so no large number is
@@ -11,24 +12,7 @@ local aged_before = ARGV[4]
 local promote_max = tonumber(ARGV[5])
 local with_trace = ARGV[6] == '1'
 
--- A missing or corrupt priority must not lose the item: Postgres holds the truth and the
--- status compare-and-set protects delivery, so serving it as LOW is the safe degradation.
-local function prio_of(id)
-  local p = tonumber(redis.call('HGET', KEYS[7], id))
-  if p == nil or p < 1 or p > 4 then
-    return 1
-  end
-  return p
-end
-
--- The ready score stays the due time, so an item promoted late still counts as having waited
--- since it became due (FIFO and the starvation guard both rely on that).
-local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES', 'LIMIT', 0, promote_max)
-for i = 1, #due, 2 do
-  local id = due[i]
-  redis.call('ZREM', KEYS[5], id)
-  redis.call('ZADD', KEYS[prio_of(id)], due[i + 1], id)
-end
+promote_due(now, promote_max)
 
 local taken = {}
 if limit > 0 then

@@ -40,8 +40,10 @@ from infrastructure.redis_calls import (
 )
 
 # Bounds the work one claim does when a large backlog of scheduled sends falls due at once;
-# the rest is promoted by the following claims.
+# the rest is promoted by the following claims, or by promote_due.
 PROMOTE_PER_CLAIM: Final = 1000
+# Bounds how long one promote_due script holds Redis; promote_due runs as many as it needs.
+PROMOTE_PER_CALL: Final = 2000
 # Bounds the priority lookups one stats() snapshot makes per delayed/leased set: a backlog of
 # scheduled sends beyond it is counted, but not split by priority.
 STATS_SCAN_LIMIT: Final = 2_000
@@ -98,7 +100,8 @@ class RedisScheduler:
         # register_script's Script runs EVALSHA and reloads on NOSCRIPT, so a Redis restart or
         # SCRIPT FLUSH costs one extra round-trip instead of an error.
         self._enqueue = self._script("enqueue.lua")
-        self._claim = self._script("claim.lua")
+        self._claim = self._script("claim.lua", after="promote_due.lua")
+        self._promote = self._script("promote.lua", after="promote_due.lua")
         self._ack = self._script("ack.lua")
         self._retry_at = self._script("retry_at.lua")
         self._extend = self._script("extend.lua")
@@ -125,8 +128,10 @@ class RedisScheduler:
         trace contexts)."""
         return self._keys
 
-    def _script(self, name: str) -> AsyncScript:
-        return self._client.register_script(_script_source(name))
+    def _script(self, name: str, after: str = "") -> AsyncScript:
+        """The script in ``name``, preceded by the definitions in ``after`` if given."""
+        prelude = _script_source(after) + "\n" if after else ""
+        return self._client.register_script(prelude + _script_source(name))
 
     async def _run(self, script: AsyncScript, *args: str | int) -> Any:
         with unavailable_if_unreachable():
@@ -172,6 +177,15 @@ class RedisScheduler:
             )
             for i in range(0, len(raw), stride)
         ]
+
+    async def promote_due(self, now: datetime) -> int:
+        now_ms = since_epoch(now)
+        total = 0
+        while True:
+            moved = int(await self._run(self._promote, now_ms, PROMOTE_PER_CALL))
+            total += moved
+            if moved < PROMOTE_PER_CALL:
+                return total
 
     async def ack(self, claim: Claim) -> bool:
         return await self._acks.submit(None, claim)

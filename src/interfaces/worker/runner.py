@@ -40,6 +40,7 @@ class Worker:
         concurrency: int = 64,
         lease: timedelta = timedelta(seconds=30),
         poll_interval: float = 0.05,
+        promote_interval: float = 0.02,
         housekeeping_interval: float = 5.0,
         max_backoff: float = 5.0,
         delivery_span: DeliverySpan | None = None,
@@ -53,6 +54,7 @@ class Worker:
         self._concurrency = concurrency
         self._lease = lease
         self._poll_interval = poll_interval
+        self._promote_interval = promote_interval
         self._housekeeping_interval = housekeeping_interval
         self._max_backoff = max_backoff
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -94,14 +96,7 @@ class Worker:
             # (Nearly) every slot is busy: wait until a batch's worth frees up, or for
             # shutdown, whichever is first. Claiming one slot at a time would begin, record
             # and ack one delivery at a time instead of a batch in one transaction.
-            self._room.clear()
-            room = asyncio.ensure_future(self._room.wait())
-            stopping = asyncio.ensure_future(self._stop.wait())
-            try:
-                await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                room.cancel()
-                stopping.cancel()
+            await self._wait_for_room()
             return 1
         claims = await self._scheduler.claim(free, self._clock.now(), self._lease)
         for claim in claims:
@@ -109,6 +104,26 @@ class Worker:
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
         return len(claims)
+
+    async def _wait_for_room(self) -> None:
+        self._room.clear()
+        room = asyncio.ensure_future(self._room.wait())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {room, stopping},
+                    timeout=self._promote_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if done:
+                    return
+                # Claims promote due items, but only as often as slots free up: meanwhile a
+                # batch of scheduled sends falling due would hold urgent ones behind it.
+                await self._scheduler.promote_due(self._clock.now())
+        finally:
+            room.cancel()
+            stopping.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
