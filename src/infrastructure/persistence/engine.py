@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,6 +27,23 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def json_dumps(value: Any) -> bytes:
+    """JSONB columns as orjson writes them: a delivery's row update spent more CPU in
+    json.dumps than in its SQL. The rare value orjson refuses (an integer beyond 64 bits,
+    a non-string key) goes through json as before."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+def json_loads(data: str | bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     engine = create_async_engine(
         sqlalchemy_url(url),
@@ -32,6 +51,8 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
+        json_serializer=json_dumps,
+        json_deserializer=json_loads,
     )
     ping_when_idle(engine, IDLE_BEFORE_PING_SECONDS)
     return engine
