@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -29,12 +30,19 @@ def sqlalchemy_url(url: str) -> str:
 
 def json_dumps(value: Any) -> bytes:
     """JSONB columns as orjson writes them: a delivery's row update spent more CPU in
-    json.dumps than in its SQL. The rare value orjson refuses (an integer beyond 64 bits,
-    a non-string key) goes through json as before."""
+    json.dumps than in its SQL. Datetimes become ISO 8601 text, which Postgres reads back into
+    timestamp columns (save_many sends whole rows as JSON). The rare value orjson refuses (an
+    integer beyond 64 bits, a non-string key) goes through json."""
     try:
         return orjson.dumps(value)
     except TypeError:
-        return json.dumps(value).encode()
+        return json.dumps(value, default=_iso_datetime).encode()
+
+
+def _iso_datetime(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def json_loads(data: str | bytes) -> Any:

@@ -151,8 +151,7 @@ class SqlNotificationRepository:
         # rows are found (and locked) by index in the array's order, which keeps a deadlock
         # with such a writer unlikely; the caller survives one (its batch is retried).
         rows = [
-            {k: _json_value(v) for k, v in to_row(n).items()} | {"version": n.version}
-            for n in sorted(notifications, key=lambda n: n.id)
+            to_row(n) | {"version": n.version} for n in sorted(notifications, key=lambda n: n.id)
         ]
         if len({r["id"] for r in rows}) != len(rows):
             raise ValueError("save_many: one notification twice in a batch")
@@ -518,7 +517,3 @@ _SAVE_MANY = sa.text(
     + " FROM jsonb_populate_recordset(NULL::notifications, :rows) AS r"
     + " WHERE t.id = r.id AND t.version = r.version RETURNING t.id"
 ).bindparams(sa.bindparam("rows", type_=JSONB))
-
-
-def _json_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
