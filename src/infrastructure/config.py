@@ -62,7 +62,10 @@ class Settings:
     reuse_port: bool = False
     db_pool_size: int = 10
     redis_namespace: str = "notifyd"
-    worker_concurrency: int = 64
+    # Deliveries in flight per worker. Those that reach the same step share a transaction, so
+    # more of them cost less CPU each: a two-worker drain ran at 1,050/s with 64, 1,205/s with
+    # 128, 1,260/s with 256. 128 stays under the webhook sender's 200 connections per process.
+    worker_concurrency: int = 128
     lease_seconds: float = 30.0
     poll_interval_seconds: float = 0.05
     starvation_seconds: float = 30.0
