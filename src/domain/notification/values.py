@@ -46,17 +46,21 @@ class Content:
     body: str
     html: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    # digest(), once computed: a bulk send shares one Content among up to 1,000 recipients.
+    _digest: str = field(default="", init=False, repr=False, compare=False)
 
     def digest(self) -> str:
         """SHA-256 (hex) of the content: the same content always gives the same digest."""
-        canonical = json.dumps(
-            [self.title, self.body, self.html, self.data],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            default=str,
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        if not self._digest:
+            canonical = json.dumps(
+                [self.title, self.body, self.html, self.data],
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+                default=str,
+            )
+            object.__setattr__(self, "_digest", hashlib.sha256(canonical.encode()).hexdigest())
+        return self._digest
 
 
 @dataclass(frozen=True, slots=True)

@@ -381,3 +381,17 @@ def test_max_attempts_can_be_set_per_channel() -> None:
         Settings.from_env({"NOTIFYD_MAX_ATTEMPTS_SMS": "0"})
     with pytest.raises(ConfigError, match="NOTIFYD_MAX_ATTEMPTS_PUSH"):
         Settings.from_env({"NOTIFYD_MAX_ATTEMPTS_PUSH": "many"})
+
+
+def test_a_contents_digest_follows_its_values_not_a_copy_it_was_made_from() -> None:
+    content = Content("Shipped", "Your order shipped", data={"order": 42})
+    first = content.digest()
+
+    assert content == Content("Shipped", "Your order shipped", data={"order": 42})
+    assert Content("Shipped", "Your order shipped", data={"order": 42}).digest() == first
+    changed = dataclasses.replace(content, body="Your order was delivered")
+    assert changed.digest() != first
+    assert (
+        changed.digest()
+        == Content("Shipped", "Your order was delivered", data={"order": 42}).digest()
+    )
