@@ -100,8 +100,8 @@ class RedisScheduler:
         # register_script's Script runs EVALSHA and reloads on NOSCRIPT, so a Redis restart or
         # SCRIPT FLUSH costs one extra round-trip instead of an error.
         self._enqueue = self._script("enqueue.lua")
-        self._claim = self._script("claim.lua", after="promote_due.lua")
-        self._promote = self._script("promote.lua", after="promote_due.lua")
+        self._claim = self._script("claim.lua", prelude="promote_due.lua")
+        self._promote = self._script("promote.lua", prelude="promote_due.lua")
         self._ack = self._script("ack.lua")
         self._retry_at = self._script("retry_at.lua")
         self._extend = self._script("extend.lua")
@@ -128,10 +128,10 @@ class RedisScheduler:
         trace contexts)."""
         return self._keys
 
-    def _script(self, name: str, after: str = "") -> AsyncScript:
-        """The script in ``name``, preceded by the definitions in ``after`` if given."""
-        prelude = _script_source(after) + "\n" if after else ""
-        return self._client.register_script(prelude + _script_source(name))
+    def _script(self, name: str, prelude: str = "") -> AsyncScript:
+        """The script in ``name``, preceded by the definitions in ``prelude`` if given."""
+        head = _script_source(prelude) + "\n" if prelude else ""
+        return self._client.register_script(head + _script_source(name))
 
     async def _run(self, script: AsyncScript, *args: str | int) -> Any:
         with unavailable_if_unreachable():
