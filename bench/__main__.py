@@ -77,6 +77,12 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=64, help="unary calls in flight")
+    parser.add_argument(
+        "--bulk-concurrency",
+        type=int,
+        default=Sizes.bulk_concurrency,
+        help="BulkSend calls in flight",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/latest.json"))
     args = parser.parse_args()
     quick = Sizes(seconds=3, deliveries=5000, scheduled=5000)
@@ -84,6 +90,7 @@ def main() -> None:
     sizes = Sizes(
         seconds=args.seconds or base.seconds,
         concurrency=args.concurrency,
+        bulk_concurrency=args.bulk_concurrency,
         deliveries=args.deliveries or base.deliveries,
         scheduled=args.scheduled or base.scheduled,
         api_processes=args.api_processes,
