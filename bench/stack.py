@@ -190,6 +190,19 @@ class Stack:
             results.append(json.loads(output.read_text()))
         return results
 
+    def sink_arrived(self, since: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+        """How many webhooks the sink has recorded so far, reading only what it appended
+        since the last call: pass back what this returned, as (count, bytes read)."""
+        count, offset = since
+        if self.sink_log is None or not self.sink_log.exists():
+            return since
+        with self.sink_log.open("rb") as log:
+            log.seek(offset)
+            appended = log.read()
+        # A line still being written is counted once it is whole.
+        whole = appended.rfind(b"\n") + 1
+        return count + appended.count(b"\n", 0, whole), offset + whole
+
     def sink_arrivals(self) -> list[tuple[str, float]]:
         assert self.sink_log is not None
         if not self.sink_log.exists():
