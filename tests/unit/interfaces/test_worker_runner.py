@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from application.ports.scheduler import Claim, QueueItem
 from domain.notification import Priority, Status
@@ -45,6 +48,29 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+@contextlib.asynccontextmanager
+async def running(
+    scheduler: FakeScheduler, delivery: GatedDelivery, **options: Any
+) -> AsyncIterator[None]:
+    """A worker on ``scheduler`` and ``delivery`` while the block runs; then stopped, with
+    every delivery it began let finish."""
+    worker = Worker(
+        scheduler,
+        delivery,  # type: ignore[arg-type]
+        NoReconcile(),  # type: ignore[arg-type]
+        FixedClock(),
+        **options,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace=1))
+    try:
+        yield
+    finally:
+        stop.set()
+        delivery.finish(100)
+        await asyncio.wait_for(task, timeout=5)
+
+
 async def test_busy_slots_are_refilled_a_quarter_at_a_time() -> None:
     scheduler = FakeScheduler()
     await scheduler.enqueue([QueueItem(f"n{i:02}", Priority.MEDIUM, T0) for i in range(40)], T0)
@@ -57,61 +83,36 @@ async def test_busy_slots_are_refilled_a_quarter_at_a_time() -> None:
 
     scheduler.claim = recording  # type: ignore[method-assign]
     delivery = GatedDelivery()
-    worker = Worker(
-        scheduler,
-        delivery,  # type: ignore[arg-type]
-        NoReconcile(),  # type: ignore[arg-type]
-        FixedClock(),
-        concurrency=8,
-        poll_interval=0.01,
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop, grace=1))
-    await settle()
-    assert limits == [8]
-    assert len(delivery.started) == 8
+    async with running(scheduler, delivery, concurrency=8, poll_interval=0.01):
+        await settle()
+        assert limits == [8]
+        assert len(delivery.started) == 8
 
-    # One slot free: not worth a claim of its own yet.
-    delivery.finish(1)
-    await settle()
-    assert limits == [8]
-    # A quarter free: claimed together.
-    delivery.finish(1)
-    await settle()
-    assert limits == [8, 2]
-    assert len(delivery.started) == 10
-
-    stop.set()
-    delivery.finish(100)
-    await asyncio.wait_for(running, timeout=5)
+        # One slot free: not worth a claim of its own yet.
+        delivery.finish(1)
+        await settle()
+        assert limits == [8]
+        # A quarter free: claimed together.
+        delivery.finish(1)
+        await settle()
+        assert limits == [8, 2]
+        assert len(delivery.started) == 10
 
 
 async def test_a_worker_with_every_slot_busy_keeps_promoting_due_items() -> None:
     scheduler = FakeScheduler()
     await scheduler.enqueue([QueueItem(f"n{i:02}", Priority.MEDIUM, T0) for i in range(8)], T0)
     delivery = GatedDelivery()
-    worker = Worker(
-        scheduler,
-        delivery,  # type: ignore[arg-type]
-        NoReconcile(),  # type: ignore[arg-type]
-        FixedClock(),
-        concurrency=4,
-        promote_interval=0.01,
-        housekeeping_interval=60,
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop, grace=1))
-    await asyncio.sleep(0.1)
-    # Full after the first claim: no room to claim, so it promotes about once per interval.
-    assert scheduler.calls.count("claim") == 1
-    promotions = scheduler.calls.count("promote_due")
-    assert 3 <= promotions <= 12
+    async with running(
+        scheduler, delivery, concurrency=4, promote_interval=0.01, housekeeping_interval=60
+    ):
+        await asyncio.sleep(0.1)
+        # Full after the first claim: no room to claim, so it promotes about once per interval.
+        assert scheduler.calls.count("claim") == 1
+        promotions = scheduler.calls.count("promote_due")
+        assert 3 <= promotions <= 12
 
-    delivery.finish(4)
-    await settle()
-    assert scheduler.calls.count("claim") == 2
-    assert len(delivery.started) == 8
-
-    stop.set()
-    delivery.finish(100)
-    await asyncio.wait_for(running, timeout=5)
+        delivery.finish(4)
+        await settle()
+        assert scheduler.calls.count("claim") == 2
+        assert len(delivery.started) == 8
