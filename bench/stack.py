@@ -199,9 +199,8 @@ class Stack:
         with self.sink_log.open("rb") as log:
             log.seek(offset)
             appended = log.read()
-        # A line still being written is counted once it is whole.
-        whole = appended.rfind(b"\n") + 1
-        return count + appended.count(b"\n", 0, whole), offset + whole
+        # A line still being written is read again, and counted, once it is whole.
+        return count + appended.count(b"\n"), offset + appended.rfind(b"\n") + 1
 
     def sink_arrivals(self) -> list[tuple[str, float]]:
         assert self.sink_log is not None
