@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from dataclasses import replace
@@ -538,7 +539,9 @@ async def test_get_many_returns_the_tenants_rows_locked_for_update(
 ) -> None:
     await add(uow, make("b"), make("a"), make("c"), make("x", tenant="tenant-b"))
     async with uow() as u:
-        found = await u.notifications.get_many("tenant-a", ["c", "a", "x", "missing"])
+        found = await u.notifications.get_many(
+            "tenant-a", ["c", "a", "x", "missing"], for_update=True
+        )
         assert [n.id for n in found] == ["a", "c"]
         assert await u.notifications.get_many("tenant-a", []) == []
 
@@ -555,6 +558,25 @@ async def test_get_many_returns_the_tenants_rows_locked_for_update(
                 sa.text("UPDATE notifications SET status_reason = 'x' WHERE id = 'b'")
             )
             await other.commit()
+
+
+async def test_get_many_without_for_update_neither_waits_for_nor_holds_a_row_lock(
+    uow: SqlUnitOfWorkFactory, clean_db: AsyncEngine
+) -> None:
+    # A reader that locked would deadlock with a worker updating the same rows in another order.
+    await add(uow, make("a"), make("b"))
+    async with clean_db.connect() as writer:
+        await writer.execute(sa.text("UPDATE notifications SET status_reason = 'w' WHERE id = 'b'"))
+        async with uow() as u:
+            found = await asyncio.wait_for(u.notifications.get_many("tenant-a", ["b", "a"]), 5)
+            assert [(n.id, n.status_reason) for n in found] == [("a", ""), ("b", "")]
+            async with clean_db.connect() as other:
+                await other.execute(sa.text("SET lock_timeout = '200ms'"))
+                await other.execute(
+                    sa.text("UPDATE notifications SET status_reason = 'o' WHERE id = 'a'")
+                )
+                await other.commit()
+        await writer.rollback()
 
 
 async def test_in_flight_pages_unsettled_work_by_id_across_tenants(

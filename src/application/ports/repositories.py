@@ -84,8 +84,12 @@ class NotificationRepository(Protocol):
         """The tenant's notifications stored under any of ``request_ids``, by request_id."""
         ...
 
-    async def get_many(self, tenant_id: str, ids: Sequence[str]) -> list[Notification]:
-        """The tenant's notifications among ``ids`` (missing and foreign ids are left out)."""
+    async def get_many(
+        self, tenant_id: str, ids: Sequence[str], *, for_update: bool = False
+    ) -> list[Notification]:
+        """The tenant's notifications among ``ids`` in id order (missing and foreign ids are
+        left out). ``for_update`` locks them until the transaction ends; a reader that changes
+        nothing must not, or it can deadlock with a worker writing the same rows."""
         ...
 
     async def save(self, notification: Notification) -> None:

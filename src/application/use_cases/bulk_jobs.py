@@ -138,7 +138,7 @@ class CancelBulkJob:
             done: list[str] = []
             moved: list[str] = []
             async with self._uow() as uow:
-                for n in await uow.notifications.get_many(tenant_id, pending):
+                for n in await uow.notifications.get_many(tenant_id, pending, for_update=True):
                     if n.status not in UNSENT:
                         continue
                     if not n.request_cancel(now):

@@ -28,7 +28,7 @@ async def load_all(
 ) -> list[Notification]:
     """The tenant's notifications for ``ids`` (locked), in that order; NotFound if any is missing,
     so the caller changes nothing."""
-    found = {n.id: n for n in await notifications.get_many(tenant_id, ids)}
+    found = {n.id: n for n in await notifications.get_many(tenant_id, ids, for_update=True)}
     for value in ids:
         if value not in found:
             raise NotFound("notification", value)

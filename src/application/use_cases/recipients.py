@@ -153,7 +153,9 @@ class DeleteRecipient:
                 ids = await uow.notifications.ids_for_user(
                     principal.tenant_id, user_id, after_id, ERASE_PAGE_SIZE
                 )
-                for n in await uow.notifications.get_many(principal.tenant_id, ids):
+                for n in await uow.notifications.get_many(
+                    principal.tenant_id, ids, for_update=True
+                ):
                     try:
                         if n.erase(now):
                             cancelled_ids.append(n.id)

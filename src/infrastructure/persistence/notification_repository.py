@@ -189,21 +189,18 @@ class SqlNotificationRepository:
         )
         return {row["request_id"]: from_row(row) for row in rows}
 
-    async def get_many(self, tenant_id: str, ids: Sequence[str]) -> list[Notification]:
+    async def get_many(
+        self, tenant_id: str, ids: Sequence[str], *, for_update: bool = False
+    ) -> list[Notification]:
         if not ids:
             return []
-        rows = (
-            (
-                await self._conn.execute(
-                    sa.select(t)
-                    .where(t.c.tenant_id == tenant_id, t.c.id.in_(list(ids)))
-                    .order_by(t.c.id)
-                    .with_for_update()
-                )
-            )
-            .mappings()
-            .all()
+        query = (
+            sa.select(t).where(t.c.tenant_id == tenant_id, t.c.id.in_(list(ids))).order_by(t.c.id)
         )
+        if for_update:
+            # Locked in id order: writers locking overlapping lists take turns.
+            query = query.with_for_update()
+        rows = (await self._conn.execute(query)).mappings().all()
         return [from_row(r) for r in rows]
 
     async def save(self, notification: Notification) -> None:

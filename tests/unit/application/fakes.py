@@ -136,6 +136,8 @@ class FakeDatabase:
     inbox: dict[tuple[str, str], list[InboxEvent]] = field(default_factory=dict)
     # (tenant, user) of every recipient lock taken, in order.
     recipient_locks: list[tuple[str, str]] = field(default_factory=list)
+    # The ids of every notification loaded for update, in order.
+    notification_locks: list[str] = field(default_factory=list)
     commits: int = 0
     rollbacks: int = 0
     api_key_lookups: int = 0
@@ -233,6 +235,7 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
         self._rows = _Overlay(db.notifications)
         self._aliases = _Overlay(db.aliases)
         self._locks = db.recipient_locks
+        self._notification_locks = db.notification_locks
 
     async def add(self, notification: Notification) -> bool:
         key = (notification.tenant_id, notification.request_id)
@@ -286,10 +289,17 @@ class FakeNotificationRepository(_OverlayBacked[str, Notification]):
                 found[request_id] = n
         return found
 
-    async def get_many(self, tenant_id: str, ids: Sequence[str]) -> list[Notification]:
+    async def get_many(
+        self, tenant_id: str, ids: Sequence[str], *, for_update: bool = False
+    ) -> list[Notification]:
         wanted = set(ids)
-        rows = self._rows.find(lambda r: r.id in wanted and r.tenant_id == tenant_id)
-        return sorted(rows, key=lambda r: r.id)
+        rows = sorted(
+            self._rows.find(lambda r: r.id in wanted and r.tenant_id == tenant_id),
+            key=lambda r: r.id,
+        )
+        if for_update:
+            self._notification_locks.extend(r.id for r in rows)
+        return rows
 
     async def save(self, notification: Notification) -> None:
         current = self._rows.get(notification.id)

@@ -415,9 +415,13 @@ async def test_one_claimed_between_the_sweeps_load_and_save_is_loaded_again(
     loads: list[list[str]] = []
 
     async def load_then_a_worker_claims(
-        repo: FakeNotificationRepository, tenant_id: str, wanted: list[str]
+        repo: FakeNotificationRepository,
+        tenant_id: str,
+        wanted: list[str],
+        *,
+        for_update: bool = False,
     ) -> list[Notification]:
-        found = await load(repo, tenant_id, wanted)
+        found = await load(repo, tenant_id, wanted, for_update=for_update)
         loads.append(list(wanted))
         if len(loads) == 1:
             progress_to(world, claimed, sending)  # committed after our load, before our save
@@ -431,6 +435,8 @@ async def test_one_claimed_between_the_sweeps_load_and_save_is_loaded_again(
     assert done.cancelled == len(ids) - 1
     assert sorted(world.scheduler.removed) == sorted(i for i in ids if i != claimed)
     assert loads[1] == [claimed], "only the one that moved is loaded again"
+    # The sweep saves what it loads: it holds the rows meanwhile, each round.
+    assert world.db.notification_locks == [*sorted(ids), claimed]
     row = world.db.row(claimed)
     assert (row.status, row.cancel_requested_at) == (Status.SENDING, T0)
     # The request did not move the version: the worker can still record its attempt.
@@ -446,9 +452,13 @@ async def test_one_that_keeps_moving_gives_up_after_a_few_rounds(
     load = FakeNotificationRepository.get_many
 
     async def load_then_touch(
-        repo: FakeNotificationRepository, tenant_id: str, wanted: list[str]
+        repo: FakeNotificationRepository,
+        tenant_id: str,
+        wanted: list[str],
+        *,
+        for_update: bool = False,
     ) -> list[Notification]:
-        found = await load(repo, tenant_id, wanted)
+        found = await load(repo, tenant_id, wanted, for_update=for_update)
         world.db.touch(ids[0])
         return found
 

@@ -133,6 +133,8 @@ async def test_replay_returns_the_same_job_and_notifications(world: World) -> No
     assert {k: world.db.row(k) for k in world.db.notifications} == rows
     assert list(world.db.bulk_jobs) == [("tenant-a", first.job.id)]
     assert world.db.bulk_jobs[("tenant-a", first.job.id)].accepted_count == 2
+    # A replay only reads: a lock would make it a party to deadlocks with the worker.
+    assert world.db.notification_locks == []
 
 
 async def test_same_request_id_for_other_recipients_is_a_conflict(world: World) -> None:

@@ -44,6 +44,8 @@ async def test_marks_and_counts_only_newly_read(inbox: World) -> None:
     assert (after["n-1"], after["n-2"], after["n-read"]) == (Status.READ,) * 3
     assert inbox.db.commits == 1
     assert inbox.db.notifications["n-1"].changed_at(Status.READ) == inbox.clock.now()
+    # Held from the load to the commit, so that a concurrent writer cannot slip in between.
+    assert inbox.db.notification_locks == ["n-1", "n-2", "n-read"]
 
 
 async def test_marking_again_counts_nothing(inbox: World) -> None:
