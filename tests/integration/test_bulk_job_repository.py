@@ -283,14 +283,14 @@ async def test_cancel_sweeps_the_job_and_empties_the_queue(
     send = bulk_send(uow, scheduler)
     later = datetime.now(UTC) + timedelta(minutes=1)
     outcome = await send.execute(ACME, command("c", range(50), job_id="jc", scheduled_at=later))
-    assert (await scheduler.depth())["delayed"] == 40
+    assert (await scheduler.depth(datetime.now(UTC)))["delayed"] == 40
 
     done = await CancelBulkJob(uow, scheduler, SystemClock()).execute(ACME, "jc")
 
     assert done.cancelled == 40
     assert (done.report.progress.cancelled, done.report.progress.refused) == (40, 10)
     assert done.report.state is BulkJobState.CANCELLED
-    assert (await scheduler.depth())["delayed"] == 0
+    assert (await scheduler.depth(datetime.now(UTC)))["delayed"] == 0
     page, token = await ListBulkJobRecipients(uow).execute(ACME, "jc", 50, "")
     assert token == ""
     assert {v.status for v in page if v.recipient.notification_id} == {Status.CANCELLED}

@@ -415,7 +415,7 @@ async def test_retry_after_from_the_receiver_delays_the_next_attempt(flow: Flow)
     assert stored.attempts[0].error_class is ErrorClass.TRANSIENT
     await asyncio.sleep(0.1)
     assert await flow.claim() == []
-    depth = await flow.scheduler.depth()
+    depth = await flow.scheduler.depth(flow.clock.now())
     assert (depth["delayed"], depth["leased"]) == (1, 0)
 
 

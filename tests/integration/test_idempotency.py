@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -60,7 +61,7 @@ async def test_fifty_concurrent_identical_requests_make_one_notification(
     assert len({o.notification.id for o in outcomes}) == 1
     assert sum(not o.replayed for o in outcomes) == 1, "exactly one call created it"
     assert await rows(clean_db) == 1
-    depth = await scheduler.depth()
+    depth = await scheduler.depth(datetime.now(UTC))
     assert depth["MEDIUM"] == 1, "queued once, not fifty times"
 
 
@@ -92,7 +93,7 @@ async def test_postgres_unreachable_is_unavailable_and_writes_nothing(
             await send.execute(ACME, command(f"req-{uuid.uuid4()}"))
     finally:
         await unreachable.dispose()
-    assert await scheduler.depth() == dict.fromkeys(
+    assert await scheduler.depth(datetime.now(UTC)) == dict.fromkeys(
         ["LOW", "MEDIUM", "HIGH", "CRITICAL", "delayed", "leased"], 0
     )
 
@@ -113,7 +114,7 @@ async def test_two_processes_racing_batches_of_the_same_requests_store_each_once
         assert a.notification.request_id == b.notification.request_id
         assert sorted([a.replayed, b.replayed]) == [False, True]
     assert await rows(clean_db) == 100
-    assert (await scheduler.depth())["MEDIUM"] == 100
+    assert (await scheduler.depth(datetime.now(UTC)))["MEDIUM"] == 100
 
 
 async def test_a_batch_with_a_nul_character_still_stores_the_others(

@@ -12,8 +12,9 @@ from redis.crc import key_slot
 
 from application.ports.scheduler import Claim, QueueItem
 from domain.notification import Priority
+from infrastructure.redis_calls import since_epoch
 from infrastructure.scheduling import RedisScheduler
-from infrastructure.scheduling.redis_scheduler import PROMOTE_PER_CALL
+from infrastructure.scheduling.redis_scheduler import LEGACY_PER_CLAIM
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ async def test_scheduled_item_is_not_claimed_before_due(scheduler: RedisSchedule
 
     assert await scheduler.claim(10, T0, LEASE) == []
     assert await scheduler.claim(10, at(59.999), LEASE) == []
-    assert (await scheduler.depth())["delayed"] == 1
+    assert (await scheduler.depth(at(59.999)))["delayed"] == 1
 
     claims = await scheduler.claim(10, at(60), LEASE)
     assert ids(claims) == ["later"]
@@ -92,18 +93,18 @@ async def test_scheduled_item_is_not_claimed_before_due(scheduler: RedisSchedule
     assert claims[0].lease_deadline == at(60) + LEASE
 
 
-async def test_promoted_item_keeps_its_due_time_for_fifo(scheduler: RedisScheduler) -> None:
+async def test_a_scheduled_item_keeps_its_due_time_for_fifo(scheduler: RedisScheduler) -> None:
     await scheduler.enqueue([item("scheduled", due=at(10))], T0)
     await scheduler.enqueue([item("immediate", due=at(20))], at(20))
 
-    # The scheduled one became due first, even though it reached the ready set later.
+    # The scheduled one became due first, even though it was enqueued for later.
     assert ids(await scheduler.claim(10, at(20), LEASE)) == ["scheduled", "immediate"]
 
 
-async def test_promote_due_readies_every_due_item_however_many_and_no_other(
+async def test_an_urgent_item_falling_due_is_next_despite_a_backlog_due_before_it(
     scheduler: RedisScheduler,
 ) -> None:
-    backlog = 2 * PROMOTE_PER_CALL + 5  # more than one script call's worth
+    backlog = 2005
     for start in range(0, backlog, 1000):
         await scheduler.enqueue(
             [
@@ -115,27 +116,51 @@ async def test_promote_due_readies_every_due_item_however_many_and_no_other(
     await scheduler.enqueue(
         [item("urgent", Priority.CRITICAL, due=at(20)), item("later", due=at(60))], T0
     )
+    assert await scheduler.depth(at(19.999)) == depth_of(LOW=backlog, delayed=2)
+    assert await scheduler.depth(at(20)) == depth_of(LOW=backlog, CRITICAL=1, delayed=1)
 
-    assert await scheduler.promote_due(at(20)) == backlog + 1
-    assert await scheduler.depth() == depth_of(LOW=backlog, CRITICAL=1, delayed=1)
-    assert await scheduler.promote_due(at(20)) == 0
-
-    # Next in line despite the backlog that fell due before it, which stays in due order.
+    # Claimable the moment it is due, with nothing moved first; the backlog stays in due order.
     claims = await scheduler.claim(3, at(20), LEASE)
     assert ids(claims) == ["urgent", "low00000", "low00001"]
     assert claims[0].priority is Priority.CRITICAL
 
 
-async def test_promotion_serves_an_item_whose_priority_is_lost_as_low(
+async def test_claims_move_what_waits_in_the_earlier_layouts_delayed_set(
     scheduler: RedisScheduler, redis_client: aioredis.Redis
 ) -> None:
-    await scheduler.enqueue([item("orphan", Priority.HIGH, due=at(10))], T0)
-    await redis_client.hdel(scheduler.keys[6], "orphan")
+    """Before scheduled items waited in their priority's set, they waited in one delayed set
+    (priority in the prio hash): an upgrade finds them there, and none may be lost."""
+    delayed, prio = scheduler.keys[4], scheduler.keys[6]
+    backlog = LEGACY_PER_CLAIM + 5  # more than one claim moves
+    await redis_client.zadd(
+        delayed, {f"old{n:05}": since_epoch(at(n / 1000)) for n in range(backlog)}
+    )
+    await redis_client.hset(
+        prio, mapping={f"old{n:05}": Priority.MEDIUM.value for n in range(backlog)}
+    )
+    await redis_client.zadd(
+        delayed,
+        {
+            "old-high": since_epoch(at(5)),
+            "old-orphan": since_epoch(at(6)),
+            "old-later": since_epoch(at(60)),
+        },
+    )
+    await redis_client.hset(prio, mapping={"old-high": Priority.HIGH.value, "old-later": 1})
 
-    assert await scheduler.promote_due(at(10)) == 1
-    assert await scheduler.depth() == depth_of(LOW=1)
-    [claim] = await scheduler.claim(1, at(10), LEASE)
-    assert (claim.notification_id, claim.priority) == ("orphan", Priority.LOW)
+    claims = await scheduler.claim(2, at(10), LEASE)
+    # The earliest due first: the first claim moved those, and serves them in due order.
+    assert ids(claims) == ["old00000", "old00001"]
+    assert await redis_client.zcard(delayed) == backlog + 3 - LEGACY_PER_CLAIM
+
+    claims = await scheduler.claim(2, at(10), LEASE)
+    # Everything left moved, due or not: HIGH first, then MEDIUM's backlog in due order.
+    assert ids(claims) == ["old-high", "old00002"]
+    assert await redis_client.exists(delayed) == 0
+    # A lost priority is served as LOW rather than lost.
+    assert await scheduler.depth(at(10)) == depth_of(MEDIUM=backlog - 3, LOW=1, delayed=1, leased=4)
+    assert "old-orphan" in ids(await scheduler.claim(backlog, at(10), LEASE))
+    assert ids(await scheduler.claim(10, at(60), LEASE)) == ["old-later"]
 
 
 async def test_expired_lease_is_recovered_and_claimable_again(scheduler: RedisScheduler) -> None:
@@ -145,7 +170,7 @@ async def test_expired_lease_is_recovered_and_claimable_again(scheduler: RedisSc
     assert await scheduler.claim(1, at(10), LEASE) == []
     assert await scheduler.recover_expired_leases(at(29.999), 100) == 0
     assert await scheduler.recover_expired_leases(at(30), 100) == 1
-    assert await scheduler.depth() == depth_of(MEDIUM=1)
+    assert await scheduler.depth(at(30)) == depth_of(MEDIUM=1)
 
     [second] = await scheduler.claim(1, at(31), LEASE)
     assert second.notification_id == "n1"
@@ -173,7 +198,7 @@ async def test_stale_holder_cannot_disturb_new_holder(scheduler: RedisScheduler)
     assert await scheduler.extend(stale, at(32), timedelta(hours=1)) is False
 
     # The fresh lease is intact: still leased, not claimable, deadline not moved by the extend.
-    assert await scheduler.depth() == depth_of(leased=1)
+    assert await scheduler.depth(at(32)) == depth_of(leased=1)
     assert await scheduler.claim(10, at(32), LEASE) == []
     just_before = fresh.lease_deadline - timedelta(milliseconds=1)
     assert await scheduler.recover_expired_leases(just_before, 10) == 0
@@ -240,8 +265,8 @@ async def test_retry_at_makes_the_item_due_later(scheduler: RedisScheduler) -> N
     [claim] = await scheduler.claim(1, T0, LEASE)
 
     assert await scheduler.retry_at(claim, at(10), at(1)) is True
-    assert (await scheduler.depth())["delayed"] == 1
-    assert (await scheduler.depth())["leased"] == 0
+    assert (await scheduler.depth(at(1)))["delayed"] == 1
+    assert (await scheduler.depth(at(1)))["leased"] == 0
     assert await scheduler.claim(1, at(9.999), LEASE) == []
     # The old lease is gone, so the old claim no longer owns anything.
     assert await scheduler.ack(claim) is False
@@ -257,7 +282,7 @@ async def test_retry_at_in_the_past_is_ready_at_once(scheduler: RedisScheduler) 
     [claim] = await scheduler.claim(1, T0, LEASE)
 
     assert await scheduler.retry_at(claim, T0, at(1)) is True
-    assert (await scheduler.depth())["LOW"] == 1
+    assert (await scheduler.depth(at(1)))["LOW"] == 1
     assert ids(await scheduler.claim(1, at(1), LEASE)) == ["n1"]
 
 
@@ -265,7 +290,7 @@ async def test_enqueue_is_idempotent(scheduler: RedisScheduler) -> None:
     await scheduler.enqueue([item("n1"), item("n1"), item("n1")], T0)
     await scheduler.enqueue([item("n1")], T0)
 
-    depth = await scheduler.depth()
+    depth = await scheduler.depth(T0)
     assert sum(depth.values()) == 1
     assert ids(await scheduler.claim(10, T0, LEASE)) == ["n1"]
 
@@ -276,7 +301,7 @@ async def test_enqueue_moves_a_waiting_item(scheduler: RedisScheduler) -> None:
 
     await scheduler.enqueue([item("n1", Priority.CRITICAL, due=T0)], T0)
 
-    depth = await scheduler.depth()
+    depth = await scheduler.depth(T0)
     assert depth["delayed"] == 0
     assert depth["CRITICAL"] == 1
     claims = await scheduler.claim(10, T0, LEASE)
@@ -298,7 +323,7 @@ async def test_enqueue_leaves_a_leased_item_leased(scheduler: RedisScheduler) ->
 
     await scheduler.enqueue([item("n1", Priority.CRITICAL, due=T0)], at(1))
 
-    assert await scheduler.depth() == depth_of(leased=1)
+    assert await scheduler.depth(at(1)) == depth_of(leased=1)
     assert await scheduler.claim(10, at(1), LEASE) == []
     assert await scheduler.ack(claim) is True
 
@@ -398,7 +423,7 @@ async def test_claim_limit_with_aged_items(scheduler: RedisScheduler) -> None:
     await scheduler.enqueue([item("fresh", Priority.CRITICAL)], T0)
 
     assert ids(await scheduler.claim(2, T0, LEASE)) == ["old0", "old1"]
-    assert (await scheduler.depth())["leased"] == 2
+    assert (await scheduler.depth(T0))["leased"] == 2
 
 
 async def test_concurrent_claims_never_share_an_item(scheduler: RedisScheduler) -> None:
@@ -431,7 +456,7 @@ async def test_scripts_survive_script_flush(
 
 
 async def test_depth_and_contains(scheduler: RedisScheduler) -> None:
-    assert await scheduler.depth() == depth_of()
+    assert await scheduler.depth(T0) == depth_of()
     assert not await scheduler.contains("x")
 
     await scheduler.enqueue(
@@ -446,7 +471,7 @@ async def test_depth_and_contains(scheduler: RedisScheduler) -> None:
     )
     await scheduler.claim(1, T0, LEASE)
 
-    assert await scheduler.depth() == depth_of(LOW=1, MEDIUM=2, delayed=1, leased=1)
+    assert await scheduler.depth(T0) == depth_of(LOW=1, MEDIUM=2, delayed=1, leased=1)
     for nid in ("l", "m1", "m2", "c", "d"):
         assert await scheduler.contains(nid), nid
     assert not await scheduler.contains("x")

@@ -61,14 +61,8 @@ class Scheduler(Protocol):
 
     async def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Claim]:
         """Atomically take up to ``limit`` due items, highest priority first (FIFO within one),
-        with the starvation guard, and lease them until ``now + lease``."""
-        ...
-
-    async def promote_due(self, now: datetime) -> int:
-        """Make every item due by ``now`` claimable in priority order; returns how many were
-        waiting for that. ``claim`` does it too, but only as often as a worker has room: a
-        worker whose slots are all busy calls this, so that an urgent item falling due behind
-        a large batch of scheduled ones is next in line, not behind them."""
+        with the starvation guard, and lease them until ``now + lease``. An item scheduled for
+        later is claimable from its due time on, with nothing else to wait for."""
         ...
 
     async def ack(self, claim: Claim) -> bool:

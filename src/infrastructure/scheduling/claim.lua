@@ -1,6 +1,6 @@
 -- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token, trace (order fixed by redis_scheduler.py)
--- ARGV: now_ms, limit, deadline_ms, aged_before_ms, promote_max, with_trace (1 or 0)
--- Preceded by promote_due.lua.
+-- ARGV: now_ms, limit, deadline_ms, aged_before_ms, legacy_max, with_trace (1 or 0)
+-- Preceded by legacy_delayed.lua.
 -- Returns a flat array: id, priority, token, deadline_ms (and, with_trace, its trace context or
 -- '') for each claimed item.
 -- Times arrive as decimal strings and are handed back to Redis untouched, so no large number is
@@ -9,10 +9,10 @@ local now = ARGV[1]
 local limit = tonumber(ARGV[2])
 local deadline = ARGV[3]
 local aged_before = ARGV[4]
-local promote_max = tonumber(ARGV[5])
+local legacy_max = tonumber(ARGV[5])
 local with_trace = ARGV[6] == '1'
 
-promote_due(now, promote_max)
+drain_legacy_delayed(legacy_max)
 
 local taken = {}
 if limit > 0 then
@@ -36,12 +36,18 @@ if limit > 0 then
     taken[#taken + 1] = { aged[i][1], aged[i][2] }
   end
 
+  -- A set's members scored up to now are due; the rest are scheduled for later. Ranged
+  -- from -inf, the due ones found are the set's first members: removing by rank removes
+  -- exactly them.
   for p = 4, 1, -1 do
     local room = limit - #taken
     if room <= 0 then break end
-    local r = redis.call('ZPOPMIN', KEYS[p], room)
-    for i = 1, #r, 2 do
-      taken[#taken + 1] = { r[i], p }
+    local r = redis.call('ZRANGEBYSCORE', KEYS[p], '-inf', now, 'LIMIT', 0, room)
+    if #r > 0 then
+      redis.call('ZREMRANGEBYRANK', KEYS[p], 0, #r - 1)
+      for i = 1, #r do
+        taken[#taken + 1] = { r[i], p }
+      end
     end
   end
 end

@@ -3,8 +3,12 @@
 Key layout (``ns`` = namespace; the ``{ns}`` hash tag keeps every key on one Cluster slot, which
 multi-key Lua scripts require):
 
-- ``{ns}:ready:<1..4>``  sorted set per priority value, score = due time in ms (FIFO inside)
-- ``{ns}:delayed``       sorted set, score = due time in ms
+- ``{ns}:ready:<1..4>``  sorted set per priority value, score = due time in ms (FIFO inside).
+                         Members scored up to a claim's ``now`` are due; a scheduled send or
+                         a retry waits in the same set, scored later, with no step to move it
+                         when it falls due: it is claimable, in priority order, from then.
+- ``{ns}:delayed``       sorted set, score = due time in ms: where scheduled items waited in
+                         an earlier layout; claims move what is left there (an upgrade)
 - ``{ns}:leased``        sorted set, score = lease deadline in ms
 - ``{ns}:prio``          hash id -> priority value
 - ``{ns}:fence``         counter; one INCR per claimed item gives the fencing token
@@ -39,13 +43,10 @@ from infrastructure.redis_calls import (
     unavailable_if_unreachable,
 )
 
-# Bounds the work one claim does when a large backlog of scheduled sends falls due at once;
-# the rest is promoted by the following claims, or by promote_due.
-PROMOTE_PER_CLAIM: Final = 1000
-# Bounds how long one promote_due script holds Redis; promote_due runs as many as it needs.
-PROMOTE_PER_CALL: Final = 2000
-# Bounds the priority lookups one stats() snapshot makes per delayed/leased set: a backlog of
-# scheduled sends beyond it is counted, but not split by priority.
+# Bounds the work one claim does moving items out of the earlier layout's delayed set.
+LEGACY_PER_CLAIM: Final = 1000
+# Bounds the priority lookups one stats() snapshot makes per leased (or earlier layout's
+# delayed) set: items beyond it are counted, but not split by priority.
 STATS_SCAN_LIMIT: Final = 2_000
 
 # Acks made together go to Redis as one script call of at most this many.
@@ -100,8 +101,7 @@ class RedisScheduler:
         # register_script's Script runs EVALSHA and reloads on NOSCRIPT, so a Redis restart or
         # SCRIPT FLUSH costs one extra round-trip instead of an error.
         self._enqueue = self._script("enqueue.lua")
-        self._claim = self._script("claim.lua", prelude="promote_due.lua")
-        self._promote = self._script("promote.lua", prelude="promote_due.lua")
+        self._claim = self._script("claim.lua", prelude="legacy_delayed.lua")
         self._ack = self._script("ack.lua")
         self._retry_at = self._script("retry_at.lua")
         self._extend = self._script("extend.lua")
@@ -138,11 +138,10 @@ class RedisScheduler:
             return await script(keys=self._keys, args=args)
 
     async def enqueue(self, items: Sequence[QueueItem], now: datetime) -> None:
-        now_ms = since_epoch(now)
         if not items:
             return
         current = self._trace_context() if self._trace_context is not None else ""
-        args: list[str | int] = [now_ms]
+        args: list[str | int] = []
         for item in items:
             args += [
                 item.notification_id,
@@ -163,7 +162,7 @@ class RedisScheduler:
             limit,
             now_ms + lease_ms,
             now_ms - self._starvation_ms,
-            PROMOTE_PER_CLAIM,
+            LEGACY_PER_CLAIM,
             0 if self._trace_context is None else 1,
         )
         stride = 4 if self._trace_context is None else 5
@@ -177,15 +176,6 @@ class RedisScheduler:
             )
             for i in range(0, len(raw), stride)
         ]
-
-    async def promote_due(self, now: datetime) -> int:
-        now_ms = since_epoch(now)
-        total = 0
-        while True:
-            moved = int(await self._run(self._promote, now_ms, PROMOTE_PER_CALL))
-            total += moved
-            if moved < PROMOTE_PER_CALL:
-                return total
 
     async def ack(self, claim: Claim) -> bool:
         return await self._acks.submit(None, claim)
@@ -202,7 +192,6 @@ class RedisScheduler:
             self._retry_at,
             claim.notification_id,
             claim.token,
-            since_epoch(now),
             since_epoch(due_at),
             Priority(claim.priority).value,
         )
@@ -221,9 +210,10 @@ class RedisScheduler:
             return 0
         return int(await self._run(self._recover, now_ms, limit))
 
-    async def depth(self) -> dict[str, int]:
-        """Ready counts per priority name, plus "delayed" and "leased"; one atomic snapshot."""
-        counts = [int(c) for c in await self._run(self._depth)]
+    async def depth(self, now: datetime) -> dict[str, int]:
+        """Counts of the items due by ``now`` per priority name, plus "delayed" (scheduled
+        later) and "leased"; one atomic snapshot."""
+        counts = [int(c) for c in await self._run(self._depth, since_epoch(now))]
         names = [p.name for p in _PRIORITIES_LOW_TO_HIGH] + ["delayed", "leased"]
         return dict(zip(names, counts, strict=True))
 

@@ -1,5 +1,5 @@
 -- KEYS: ready:1..4, delayed, leased, prio, fence, lease_token, trace (order fixed by redis_scheduler.py)
--- ARGV: id, token, now_ms, due_ms, claimed_priority
+-- ARGV: id, token, due_ms, claimed_priority
 local id = ARGV[1]
 if redis.call('HGET', KEYS[9], id) ~= ARGV[2] then
   return 0
@@ -9,12 +9,8 @@ redis.call('HDEL', KEYS[9], id)
 -- The stored priority wins; the claim's copy only covers a hash entry lost to tampering.
 local p = tonumber(redis.call('HGET', KEYS[7], id))
 if p == nil or p < 1 or p > 4 then
-  p = tonumber(ARGV[5])
+  p = tonumber(ARGV[4])
   redis.call('HSET', KEYS[7], id, p)
 end
-if tonumber(ARGV[4]) <= tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[p], ARGV[4], id)
-else
-  redis.call('ZADD', KEYS[5], ARGV[4], id)
-end
+redis.call('ZADD', KEYS[p], ARGV[3], id)
 return 1

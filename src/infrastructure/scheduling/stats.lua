@@ -3,10 +3,11 @@
 -- Read only. Returns a flat array: for each priority 1..4 its ready, delayed and leased counts
 -- and the score (ms) of its longest-due item (-1 when nothing is due); then the delayed and the
 -- leased items left unattributed because their set holds more than scan_limit.
--- Ready counts are exact; delayed and leased items carry their priority only in the prio hash,
--- so attributing them costs one lookup each, bounded by scan_limit per set. The delayed set is
--- read earliest due first, so overdue items (the ones that matter for the oldest age) come
--- before any cut.
+-- A priority's set holds its due items (ready) and its scheduled ones (delayed) apart by score,
+-- so those counts are exact. Leased items, and any still in the earlier layout's delayed set,
+-- carry their priority only in the prio hash: attributing them costs one lookup each, bounded
+-- by scan_limit per set. That delayed set is read earliest due first, so overdue items (the
+-- ones that matter for the oldest age) come before any cut.
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local CHUNK = 500
@@ -23,10 +24,11 @@ local delayed = { 0, 0, 0, 0 }
 local leased = { 0, 0, 0, 0 }
 local oldest = {}
 for p = 1, 4 do
-  -- A ready item's score is its due time (or when a lost lease returned it): the lowest one
-  -- has been due the longest.
+  delayed[p] = redis.call('ZCOUNT', KEYS[p], '(' .. ARGV[1], '+inf')
+  -- A score is the due time (or when a lost lease returned the item): the lowest one, if
+  -- due, has been due the longest.
   local first = redis.call('ZRANGE', KEYS[p], 0, 0, 'WITHSCORES')
-  if #first > 0 then
+  if #first > 0 and tonumber(first[2]) <= now then
     oldest[p] = tonumber(first[2])
   end
 end
@@ -59,7 +61,7 @@ local unattributed_leased = attribute(KEYS[6], leased, false)
 
 local out = {}
 for p = 1, 4 do
-  out[#out + 1] = redis.call('ZCARD', KEYS[p])
+  out[#out + 1] = redis.call('ZCOUNT', KEYS[p], '-inf', ARGV[1])
   out[#out + 1] = delayed[p]
   out[#out + 1] = leased[p]
   out[#out + 1] = oldest[p] or -1

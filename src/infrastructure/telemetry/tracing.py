@@ -300,9 +300,6 @@ class EnqueueSpans:
     async def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Claim]:
         return await self._inner.claim(limit, now, lease)
 
-    async def promote_due(self, now: datetime) -> int:
-        return await self._inner.promote_due(now)
-
     async def ack(self, claim: Claim) -> bool:
         return await self._inner.ack(claim)
 

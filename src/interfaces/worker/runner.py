@@ -40,7 +40,6 @@ class Worker:
         concurrency: int = 64,
         lease: timedelta = timedelta(seconds=30),
         poll_interval: float = 0.05,
-        promote_interval: float = 0.02,
         housekeeping_interval: float = 5.0,
         max_backoff: float = 5.0,
         delivery_span: DeliverySpan | None = None,
@@ -54,7 +53,6 @@ class Worker:
         self._concurrency = concurrency
         self._lease = lease
         self._poll_interval = poll_interval
-        self._promote_interval = promote_interval
         self._housekeeping_interval = housekeeping_interval
         self._max_backoff = max_backoff
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -110,17 +108,7 @@ class Worker:
         room = asyncio.ensure_future(self._room.wait())
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
-            while True:
-                done, _ = await asyncio.wait(
-                    {room, stopping},
-                    timeout=self._promote_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if done:
-                    return
-                # Claims promote due items, but only as often as slots free up: meanwhile a
-                # batch of scheduled sends falling due would hold urgent ones behind it.
-                await self._scheduler.promote_due(self._clock.now())
+            await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             room.cancel()
             stopping.cancel()

@@ -865,11 +865,6 @@ class FakeScheduler:
             claims.append(claim)
         return claims
 
-    async def promote_due(self, now: datetime) -> int:
-        self.calls.append("promote_due")
-        # claim() reads due times directly: nothing here waits to be promoted.
-        return 0
-
     def _release(self, claim: Claim) -> bool:
         held = self.leased.get(claim.notification_id)
         if held is None or held.token != claim.token:

@@ -97,22 +97,3 @@ async def test_busy_slots_are_refilled_a_quarter_at_a_time() -> None:
         await settle()
         assert limits == [8, 2]
         assert len(delivery.started) == 10
-
-
-async def test_a_worker_with_every_slot_busy_keeps_promoting_due_items() -> None:
-    scheduler = FakeScheduler()
-    await scheduler.enqueue([QueueItem(f"n{i:02}", Priority.MEDIUM, T0) for i in range(8)], T0)
-    delivery = GatedDelivery()
-    async with running(
-        scheduler, delivery, concurrency=4, promote_interval=0.01, housekeeping_interval=60
-    ):
-        await asyncio.sleep(0.1)
-        # Full after the first claim: no room to claim, so it promotes about once per interval.
-        assert scheduler.calls.count("claim") == 1
-        promotions = scheduler.calls.count("promote_due")
-        assert 3 <= promotions <= 12
-
-        delivery.finish(4)
-        await settle()
-        assert scheduler.calls.count("claim") == 2
-        assert len(delivery.started) == 8
