@@ -147,7 +147,7 @@ class SqlNotificationRepository:
     async def save_many(self, notifications: Sequence[Notification]) -> set[str]:
         if not notifications:
             return set()
-        # In id order, as get_many locks (FOR UPDATE ... ORDER BY id): on a large table the
+        # In id order, as get_many(for_update=True) locks: on a large table the
         # rows are found (and locked) by index in the array's order, which keeps a deadlock
         # with such a writer unlikely; the caller survives one (its batch is retried).
         rows = [

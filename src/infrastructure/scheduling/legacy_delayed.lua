@@ -12,8 +12,8 @@ local LEGACY_CHUNK = 1000
 -- A missing or corrupt priority must not lose the item: Postgres holds the truth and the
 -- status compare-and-set protects delivery, so serving it as LOW is the safe degradation.
 local function drain_legacy_delayed(max)
-  local due = redis.call('ZRANGE', KEYS[5], 0, max - 1, 'WITHSCORES')
-  local count = #due / 2
+  local waiting = redis.call('ZRANGE', KEYS[5], 0, max - 1, 'WITHSCORES')
+  local count = #waiting / 2
   if count == 0 then
     return 0
   end
@@ -23,7 +23,7 @@ local function drain_legacy_delayed(max)
     local last = math.min(first + LEGACY_CHUNK - 1, count)
     local ids = {}
     for i = first, last do
-      ids[#ids + 1] = due[2 * i - 1]
+      ids[#ids + 1] = waiting[2 * i - 1]
     end
     local priorities = redis.call('HMGET', KEYS[7], unpack(ids))
     for k = 1, #ids do
@@ -32,7 +32,7 @@ local function drain_legacy_delayed(max)
         p = 1
       end
       local adds = by_priority[p]
-      adds[#adds + 1] = due[2 * (first + k - 1)]
+      adds[#adds + 1] = waiting[2 * (first + k - 1)]
       adds[#adds + 1] = ids[k]
     end
   end
