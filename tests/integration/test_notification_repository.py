@@ -35,6 +35,9 @@ from domain.notification import (
     RetryPolicy,
     Status,
 )
+from infrastructure.persistence.notification_rows import to_row
+from infrastructure.persistence.row_batches import RowBatchInsert
+from infrastructure.persistence.tables import notifications as notifications_table
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
@@ -62,6 +65,7 @@ def make(
     metadata: dict[str, str] | None = None,
     rendered: Rendered | None = None,
     category: str = "order_shipped",
+    content: Content | None = None,
 ) -> Notification:
     address = {
         Channel.WEBHOOK: Address.parse("webhook_url", "https://hooks.example.com/in?x=1"),
@@ -75,7 +79,7 @@ def make(
             channel=channel,
             priority=priority,
             category=category,
-            content=Content("Shipped ✓", "Your order 42 is on its way"),
+            content=content or Content("Shipped ✓", "Your order 42 is on its way"),
             address=address,
             scheduled_at=scheduled_at,
             expires_at=expires_at,
@@ -747,3 +751,35 @@ async def test_add_many_of_a_large_batch_round_trips(uow: SqlUnitOfWorkFactory) 
     assert loaded == batch
     assert all(n.created_at.tzinfo is not None for n in loaded)
     assert loaded[-1].created_at.astimezone(UTC) == at(299).astimezone(UTC)
+
+
+async def test_add_many_keeps_text_that_looks_like_json_or_escapes(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    awkward = 'He said "hi" \\ {"a": [1]} \\u0041 \n\t line ✓ 𝄞 null'
+    n = make(
+        "n-awkward",
+        metadata={'k"ey': awkward, "null": "null"},
+        content=Content(awkward, "[1, 2]", html="<p>&amp;</p>", data={"nested": awkward}),
+    )
+    async with uow() as u:
+        assert await u.notifications.add_many([n]) == {"n-awkward"}
+        await u.commit()
+    async with uow() as u:
+        (loaded,) = await u.notifications.get_many("tenant-a", ["n-awkward"])
+    assert loaded == n
+    assert loaded.content.title == awkward
+    assert loaded.metadata['k"ey'] == awkward
+
+
+async def test_a_batch_row_without_a_column_is_refused_before_it_is_sent(
+    clean_db: AsyncEngine,
+) -> None:
+    insert = RowBatchInsert(notifications_table)
+    row = to_row(make("n-partial")) | {"version": 1}
+    del row["html"]
+    async with clean_db.connect() as conn:
+        with pytest.raises(ValueError, match="html"):
+            await insert.execute(conn, [row])
+        count = (await conn.execute(sa.text("SELECT count(*) FROM notifications"))).scalar_one()
+    assert count == 0

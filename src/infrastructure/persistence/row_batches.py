@@ -3,10 +3,12 @@
 SQLAlchemy runs an executemany INSERT as multi-row VALUES lists ("insertmanyvalues"): one
 placeholder per value, so the SQL text grows with the batch. psycopg caches its conversion of
 a query's placeholders only for short queries, and re-parsing a 256-row insert of 37 columns
-took more CPU than everything else in a batch of sends. Here each column travels as one array
-and ``unnest`` turns the arrays back into rows: the text is fixed, parsed once, and the server
-can keep it prepared. The arrays go in binary (``%b``): psycopg's text dumper escapes every
-element with a regex, ten times slower for text and timestamps.
+took more CPU than everything else in a batch of sends. Here the whole batch travels as one
+JSON array of row objects and ``json_populate_recordset`` turns it back into typed rows: the
+text is fixed, parsed once, and the server can keep it prepared. JSON rather than one array
+per column: psycopg dumps an array element by element in Python (about 1 µs each, 35 ms for
+1,000 notification rows), orjson writes the whole batch in C (under 10 ms), and the server
+reads either in the same time. ``save_many`` updates rows the same way.
 
 Reads of many keys likewise compare with ``= ANY(array)`` (``any_of``): an expanding IN list
 renders one placeholder per key, so its text changes with the number of keys."""
@@ -17,9 +19,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from infrastructure.persistence.engine import json_dumps
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -30,23 +34,23 @@ def any_of(column: sa.Column[Any], name: str) -> sa.ColumnElement[bool]:
 
 
 class RowBatchInsert:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(arrays) [suffix]`` for one table."""
+    """``INSERT INTO table (columns) SELECT columns FROM json_populate_recordset(rows)
+    [suffix]`` for one table."""
 
     def __init__(self, table: sa.Table, suffix: str = "") -> None:
-        self._columns = [c.name for c in table.c]
-        self._json = {c.name for c in table.c if isinstance(c.type, sa.JSON)}
-        arrays = ", ".join(f"%b::{c.type.compile(dialect=_DIALECT)}[]" for c in table.c)
-        names = ", ".join(f'"{name}"' for name in self._columns)
-        self._sql = f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays}) {suffix}'
+        self._columns = frozenset(c.name for c in table.c)
+        names = ", ".join(f'"{c.name}"' for c in table.c)
+        self._sql = (
+            f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
+            f'FROM json_populate_recordset(NULL::"{table.name}", %b::json) {suffix}'
+        )
 
     async def execute(
         self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
     ) -> sa.CursorResult[Any]:
-        """Every row must give every column of the table."""
-        arrays: list[list[Any]] = []
-        for name in self._columns:
-            if name in self._json:
-                arrays.append([None if row[name] is None else Jsonb(row[name]) for row in rows])
-            else:
-                arrays.append([row[name] for row in rows])
-        return await conn.exec_driver_sql(self._sql, tuple(arrays))
+        """Every row must give every column of the table: a key left out would be inserted
+        as NULL, not as the column's default."""
+        for row in rows:
+            if missing := self._columns - row.keys():
+                raise ValueError(f"row without columns {sorted(missing)}")
+        return await conn.exec_driver_sql(self._sql, (Json(rows, dumps=json_dumps),))
