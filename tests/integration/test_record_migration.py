@@ -32,7 +32,7 @@ from domain.notification import (
     Status,
 )
 from infrastructure.embedded import EmbeddedPostgres
-from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.engine import create_engine, json_dumps
 from infrastructure.persistence.migrations_runner import alembic_config, upgrade_to_head
 from infrastructure.persistence.notification_rows import to_row
 from infrastructure.persistence.tables import notifications
@@ -138,7 +138,8 @@ async def migrated(embedded_postgres: EmbeddedPostgres) -> AsyncIterator[str]:
     url = embedded_postgres.sqlalchemy_url(name)
     try:
         await asyncio.to_thread(command.upgrade, alembic_config(url), "0004")
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        # JSON as the service writes it: to_row leaves the times in its JSON to json_dumps.
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, json_serializer=json_dumps)
         try:
             with engine.begin() as conn:
                 conn.execute(

@@ -23,24 +23,25 @@ from domain.notification import (
 )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+# The JSON columns below keep their times as datetimes: the engine's json_dumps (orjson)
+# writes them in C exactly as isoformat() would, and isoformat() in Python took half of
+# to_row's time, which runs for every notification written.
+
+
 def history_to_json(history: list[StatusChange]) -> list[dict[str, Any]]:
-    return [{"s": c.status.value, "at": c.at.isoformat(), "r": c.reason} for c in history]
+    return [{"s": c.status.value, "at": c.at, "r": c.reason} for c in history]
 
 
 def attempts_to_json(attempts: list[DeliveryAttempt]) -> list[dict[str, Any]]:
     return [
         {
             "n": a.number,
-            "start": a.started_at.isoformat(),
-            "end": _iso(a.finished_at),
+            "start": a.started_at,
+            "end": a.finished_at,
             "provider": a.provider,
             "outcome": a.outcome.value,
             "error_class": a.error_class.value,
@@ -52,8 +53,8 @@ def attempts_to_json(attempts: list[DeliveryAttempt]) -> list[dict[str, Any]]:
     ]
 
 
-def engagements_to_json(engagements: dict[EngagementAction, datetime]) -> dict[str, str]:
-    return {action.value: at.isoformat() for action, at in engagements.items()}
+def engagements_to_json(engagements: dict[EngagementAction, datetime]) -> dict[str, datetime]:
+    return {action.value: at for action, at in engagements.items()}
 
 
 def engagements_from_json(items: dict[str, str]) -> dict[EngagementAction, datetime]:
