@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -619,6 +622,69 @@ async def test_in_flight_pages_unsettled_work_by_id_across_tenants(
         first = await u.notifications.in_flight("", 2)
         rest = await u.notifications.in_flight(first[-1].id, 100)
         assert [e.id for e in first + rest] == [e.id for e in everything]
+
+
+async def test_in_flight_reads_one_batch_of_a_backlog_the_statistics_never_saw(
+    clean_db: AsyncEngine,
+) -> None:
+    """Statistics taken when the table was empty, then a backlog of 5,000 queued rows: a
+    batch of 1,000 must read about 1,000 rows (an index walk in id order), not the whole
+    backlog and a sort. The statements in_flight sends are replayed in one transaction, its SELECT
+    under EXPLAIN ANALYZE."""
+    async with clean_db.begin() as conn:
+        await conn.execute(sa.text("ANALYZE notifications"))
+        await conn.execute(sa.text(BACKLOG.format(status="QUEUED", prefix="queued")))
+    sent: list[tuple[str, Any]] = []
+
+    def capture(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        sent.append((statement, parameters))
+
+    uow = SqlUnitOfWorkFactory(clean_db)
+    sa.event.listen(clean_db.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with uow() as u:
+            batch = await u.notifications.in_flight("queued-0000100", 1000)
+    finally:
+        sa.event.remove(clean_db.sync_engine, "before_cursor_execute", capture)
+    assert [e.id for e in batch] == [f"queued-{i:07d}" for i in range(101, 1101)]
+
+    async with clean_db.begin() as conn:
+        for statement, parameters in sent:
+            if "FROM notifications" in statement:
+                raw = (
+                    await conn.exec_driver_sql(
+                        f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters
+                    )
+                ).scalar_one()
+                plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+            else:
+                await conn.exec_driver_sql(statement, parameters)
+        after = (await conn.execute(sa.text("SHOW enable_bitmapscan"))).scalar_one()
+    nodes = list(_plan_nodes(plan))
+    kinds = {node["Node Type"] for node in nodes}
+    assert not kinds & {"Sort", "Bitmap Heap Scan", "Seq Scan"}, json.dumps(plan, indent=1)
+    assert max(node["Actual Rows"] for node in nodes) <= 1001, json.dumps(plan, indent=1)
+    assert after == "on", "the planner settings outlive the batch"
+
+
+BACKLOG = """
+    INSERT INTO notifications (
+        id, tenant_id, caller_service, request_id, request_fingerprint, user_id, channel,
+        priority, category, title, body, template_name, template_version, locale, status,
+        status_reason, created_at, updated_at, due_at, metadata, history, attempts, version)
+    SELECT '{prefix}-' || lpad(g::text, 7, '0'), 'tenant-a', 'svc', '{prefix}-' || g, 'fp',
+           'user-1', 'WEBHOOK', 2, 'c', 't', 'b', '', 0, '', '{status}', '', now(), now(),
+           now(), '{{}}'::jsonb, '[]'::jsonb, '[]'::jsonb, 1
+    FROM generate_series(1, 5000) AS g
+"""
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
 
 
 async def _failed(

@@ -70,6 +70,15 @@ _INSERT = (
 )
 
 
+# For this transaction only; the second statement puts back what RESET would.
+_INDEX_ORDER_ONLY = sa.text(
+    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)"
+)
+_PLANNER_AS_CONFIGURED = sa.text(
+    "SELECT set_config(name, reset_val, true) FROM pg_settings"
+    " WHERE name IN ('enable_bitmapscan', 'enable_sort')"
+)
+
 _BY_REQUEST_IDS = sa.select(t).where(
     t.c.tenant_id == sa.bindparam("tenant_id"), any_of(t.c.request_id, "ids")
 )
@@ -235,12 +244,21 @@ class SqlNotificationRepository:
         return int((await self._conn.execute(stmt)).scalar_one())
 
     async def in_flight(self, after_id: str, limit: int) -> list[QueueEntry]:
-        return await self._entries(
-            sa.select(*_ENTRY)
-            .where(t.c.status.in_(IN_FLIGHT), t.c.id > after_id)
-            .order_by(t.c.id)
-            .limit(limit)
-        )
+        # Walked along ix_notifications_in_flight in id order, stopping after `limit` rows.
+        # Left to itself the planner trusts statistics from before a backlog (autoanalyze waits
+        # for a tenth of a large table to change), expects a few in-flight rows, and picks a
+        # bitmap scan and a sort: each batch then read the whole backlog, and the reconciler's
+        # pass over 100,000 queued rows read ten million.
+        await self._conn.execute(_INDEX_ORDER_ONLY)
+        try:
+            return await self._entries(
+                sa.select(*_ENTRY)
+                .where(t.c.status.in_(IN_FLIGHT), t.c.id > after_id)
+                .order_by(t.c.id)
+                .limit(limit)
+            )
+        finally:
+            await self._conn.execute(_PLANNER_AS_CONFIGURED)
 
     async def in_flight_among(self, ids: Sequence[str]) -> list[QueueEntry]:
         if not ids:
