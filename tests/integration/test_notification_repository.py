@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from application.errors import ConcurrentUpdate
+from application.errors import ConcurrentUpdate, Unavailable
 from application.ports.repositories import (
     ApiKeyRecord,
     DeadLetterQuery,
@@ -38,6 +38,7 @@ from domain.notification import (
     RetryPolicy,
     Status,
 )
+from infrastructure.persistence.engine import sqlalchemy_url
 from infrastructure.persistence.notification_rows import to_row
 from infrastructure.persistence.row_batches import RowBatchInsert
 from infrastructure.persistence.tables import notifications as notifications_table
@@ -667,6 +668,25 @@ async def test_in_flight_reads_one_batch_of_a_backlog_the_statistics_never_saw(
     assert not kinds & {"Sort", "Bitmap Heap Scan", "Seq Scan"}, json.dumps(plan, indent=1)
     assert max(node["Actual Rows"] for node in nodes) <= 1001, json.dumps(plan, indent=1)
     assert after == "on", "the planner settings outlive the batch"
+
+
+async def test_an_in_flight_batch_that_cannot_run_reports_postgres_unavailable(
+    clean_db: AsyncEngine, database_url: str
+) -> None:
+    """The table is locked past the reader's lock_timeout: the SELECT fails, and the caller
+    (the reconciler, whose worker backs off on Unavailable) must see that failure, not the
+    "transaction is aborted" of a statement sent after it."""
+    impatient = create_async_engine(
+        sqlalchemy_url(database_url), connect_args={"options": "-c lock_timeout=100"}
+    )
+    try:
+        async with clean_db.begin() as holder:
+            await holder.execute(sa.text("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE"))
+            with pytest.raises(Unavailable, match="lock"):
+                async with SqlUnitOfWorkFactory(impatient)() as u:
+                    await u.notifications.in_flight("", 10)
+    finally:
+        await impatient.dispose()
 
 
 BACKLOG = """

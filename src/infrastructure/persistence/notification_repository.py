@@ -250,15 +250,17 @@ class SqlNotificationRepository:
         # bitmap scan and a sort: each batch then read the whole backlog, and the reconciler's
         # pass over 100,000 queued rows read ten million.
         await self._conn.execute(_INDEX_ORDER_ONLY)
-        try:
-            return await self._entries(
-                sa.select(*_ENTRY)
-                .where(t.c.status.in_(IN_FLIGHT), t.c.id > after_id)
-                .order_by(t.c.id)
-                .limit(limit)
-            )
-        finally:
-            await self._conn.execute(_PLANNER_AS_CONFIGURED)
+        entries = await self._entries(
+            sa.select(*_ENTRY)
+            .where(t.c.status.in_(IN_FLIGHT), t.c.id > after_id)
+            .order_by(t.c.id)
+            .limit(limit)
+        )
+        # Not in a finally: after a failed SELECT the transaction is aborted, a further
+        # statement would fail too and hide the first error (a lost connection must reach the
+        # caller as such), and the settings end with the transaction anyway.
+        await self._conn.execute(_PLANNER_AS_CONFIGURED)
+        return entries
 
     async def in_flight_among(self, ids: Sequence[str]) -> list[QueueEntry]:
         if not ids:
