@@ -38,8 +38,13 @@ _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, Timeout
 
 
 def is_nul_character(error: BaseException) -> bool:
-    text = str(error)
-    return isinstance(error, sa_exc.DataError) and ("NUL" in text or "\\u0000" in text)
+    """psycopg refuses NUL in a text parameter; Postgres refuses it (as \\u0000) in JSON read
+    into text. Only the driver's message is read: SQLAlchemy's adds the statement, whose
+    ``NULL`` would match."""
+    if not isinstance(error, sa_exc.DataError):
+        return False
+    text = str(error.orig)
+    return "NUL (0x00)" in text or "\\u0000" in text
 
 
 def is_unavailable(error: BaseException) -> bool:
