@@ -25,8 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infrastructure.persistence.engine import json_dumps
 
-_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
-
 
 def any_of(column: sa.Column[Any], name: str) -> sa.ColumnElement[bool]:
     """``column = ANY(:name)``, ``name`` bound to a list of keys."""
