@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -43,6 +42,7 @@ from infrastructure.persistence.notification_rows import to_row
 from infrastructure.persistence.row_batches import RowBatchInsert
 from infrastructure.persistence.tables import notifications as notifications_table
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from tests.integration.test_notification_listing import plan_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -663,7 +663,7 @@ async def test_in_flight_reads_one_batch_of_a_backlog_the_statistics_never_saw(
             else:
                 await conn.exec_driver_sql(statement, parameters)
         after = (await conn.execute(sa.text("SHOW enable_bitmapscan"))).scalar_one()
-    nodes = list(_plan_nodes(plan))
+    nodes = list(plan_nodes(plan))
     kinds = {node["Node Type"] for node in nodes}
     assert not kinds & {"Sort", "Bitmap Heap Scan", "Seq Scan"}, json.dumps(plan, indent=1)
     assert max(node["Actual Rows"] for node in nodes) <= 1001, json.dumps(plan, indent=1)
@@ -699,12 +699,6 @@ BACKLOG = """
            now(), '{{}}'::jsonb, '[]'::jsonb, '[]'::jsonb, 1
     FROM generate_series(1, 5000) AS g
 """
-
-
-def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
 
 
 async def _failed(
