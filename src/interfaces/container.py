@@ -52,7 +52,7 @@ from infrastructure.inbox import RedisInboxNotifier
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.tenant_secrets import TenantWebhookSecrets
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
-from infrastructure.scheduling import RedisScheduler
+from infrastructure.scheduling import RedisLeadership, RedisScheduler, process_holder
 from infrastructure.senders import SsrfGuard, WebhookSender
 from infrastructure.senders.webhook import WebhookHttp
 from infrastructure.telemetry.gauges import GaugeRefresher
@@ -72,6 +72,13 @@ from interfaces.grpc.tracing_interceptor import TracingInterceptor
 from interfaces.worker.runner import Worker
 
 log = logging.getLogger(__name__)
+
+
+def reconciler_term(housekeeping_seconds: float) -> timedelta:
+    """The reconciler's role outlasts a few missed housekeeping rounds (a slow round, a busy
+    loop), so it does not pass between workers while its holder is alive."""
+    return timedelta(seconds=max(30.0, 3 * housekeeping_seconds))
+
 
 # None of these clients connects when built (connections open on first use), so they are
 # plain singletons; close_clients() releases them at shutdown.
@@ -221,12 +228,20 @@ class Container(containers.DeclarativeContainer):
         inbox_notifier=inbox_notifier,
         observer=delivery_metrics,
     )
+    leadership = providers.Singleton(
+        RedisLeadership,
+        redis,
+        holder=providers.Callable(process_holder),
+        namespace=settings.provided.redis_namespace,
+    )
     reconcile = providers.Singleton(
         ReconcileQueue,
         uow,
         scheduler,
         clock,
+        leadership,
         grace=providers.Factory(timedelta, seconds=settings.provided.reconcile_grace_seconds),
+        term=providers.Callable(reconciler_term, settings.provided.housekeeping_seconds),
     )
     list_dead_letters = providers.Singleton(ListDeadLetters, uow)
     replay_dead_letters = providers.Singleton(ReplayDeadLetters, uow, scheduler, clock)

@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Final
 
 from application.ports.clock import Clock
+from application.ports.leadership import Leadership
 from application.ports.repositories import QueueEntry, UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+# One worker reconciles at a time: each would otherwise read the same rows and ask Redis the
+# same questions, and a steady pass over a large backlog costs every worker alike.
+ROLE: Final = "reconcile-queue"
 
 
 class ReconcileQueue:
     """Scans unsettled notifications by id in slices, resuming where the last call stopped, so a
     large backlog is covered over several calls without one call doing it all. When the queue's
     storage was replaced (Redis restarted: its run_id changed), one call scans all; a flush keeps
-    the run_id and is repaired by the sliced scans."""
+    the run_id and is repaired by the sliced scans.
+
+    Only the holder of the reconciler's role scans; the others return at once. The holder
+    extends its term before every slice, so the term only has to outlast the pause between
+    two calls, and a holder that lost the role stops within one slice."""
 
     def __init__(
         self,
         uow: UnitOfWorkFactory,
         scheduler: Scheduler,
         clock: Clock,
+        leadership: Leadership,
         grace: timedelta = timedelta(seconds=5),
         batches_per_call: int = 5,
+        term: timedelta = timedelta(seconds=30),
     ) -> None:
         self._uow = uow
         self._scheduler = scheduler
         self._clock = clock
+        self._leadership = leadership
+        self._term = term
         # Rows younger than the grace period may be between their commit and their enqueue.
         self._grace = grace
         self._batches_per_call = batches_per_call
@@ -38,7 +51,9 @@ class ReconcileQueue:
         self._run_id: str | None = None
 
     async def execute(self) -> int:
-        """Returns how many notifications were re-enqueued."""
+        """Returns how many notifications were re-enqueued (0 when another worker reconciles)."""
+        if not await self._lead():
+            return 0
         run_id = await self._scheduler.run_id()
         first = self._run_id is None
         replaced = not first and run_id != self._run_id
@@ -52,10 +67,25 @@ class ReconcileQueue:
             return await self._scan(batches=None, grace=timedelta(0))
         return await self._scan(batches=self._batches_per_call, grace=self._grace)
 
+    async def resign(self) -> None:
+        """Hand the role over now (at shutdown) rather than when the term runs out."""
+        self._run_id = None
+        await self._leadership.resign(ROLE)
+
+    async def _lead(self) -> bool:
+        if await self._leadership.hold(ROLE, self._term):
+            return True
+        # Whoever holds the role now watches the queue, and this worker does not: should it
+        # take the role again, it starts over with a full scan, as at start-up.
+        self._run_id = None
+        return False
+
     async def _scan(self, batches: int | None, grace: timedelta) -> int:
         requeued = 0
         done = 0
         while batches is None or done < batches:
+            if done and not await self._lead():
+                break
             now = self._clock.now()
             async with self._uow() as uow:
                 entries = await uow.notifications.in_flight(self._cursor, BATCH)

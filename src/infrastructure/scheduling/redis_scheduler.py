@@ -60,7 +60,7 @@ def _from_ms(ms: int) -> datetime:
 
 
 @functools.cache
-def _script_source(name: str) -> str:
+def script_source(name: str) -> str:
     return importlib.resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
@@ -130,8 +130,8 @@ class RedisScheduler:
 
     def _script(self, name: str, prelude: str = "") -> AsyncScript:
         """The script in ``name``, preceded by the definitions in ``prelude`` if given."""
-        head = _script_source(prelude) + "\n" if prelude else ""
-        return self._client.register_script(head + _script_source(name))
+        head = script_source(prelude) + "\n" if prelude else ""
+        return self._client.register_script(head + script_source(name))
 
     async def _run(self, script: AsyncScript, *args: str | int) -> Any:
         with unavailable_if_unreachable():

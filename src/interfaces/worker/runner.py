@@ -84,6 +84,9 @@ class Worker:
             if claimed == 0:
                 await self._sleep(stop, self._poll_interval)
         await self._drain(grace)
+        # Unreachable Redis: the role lapses at the end of its term instead.
+        with contextlib.suppress(Unavailable):
+            await self._reconcile.resign()
 
     async def _claim_batch(self) -> int:
         if time.monotonic() < self._paused_until:

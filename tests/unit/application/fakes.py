@@ -936,6 +936,37 @@ class FakeScheduler:
         self.run = f"run-{int(self.run.split('-')[1]) + 1}"
 
 
+class FakeLeadership:
+    """Roles with their holder and the end of their term, read on ``clock``. ``as_holder``
+    gives another process's view of the same roles, as two workers share one Redis."""
+
+    def __init__(
+        self,
+        clock: FixedClock,
+        holder: str = "worker-1",
+        roles: dict[str, tuple[str, datetime]] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.holder = holder
+        self.roles: dict[str, tuple[str, datetime]] = {} if roles is None else roles
+
+    def as_holder(self, holder: str) -> FakeLeadership:
+        return FakeLeadership(self.clock, holder, self.roles)
+
+    async def hold(self, role: str, term: timedelta) -> bool:
+        now = self.clock.now()
+        held = self.roles.get(role)
+        if held is not None and held[0] != self.holder and held[1] > now:
+            return False
+        self.roles[role] = (self.holder, now + term)
+        return True
+
+    async def resign(self, role: str) -> None:
+        held = self.roles.get(role)
+        if held is not None and held[0] == self.holder:
+            del self.roles[role]
+
+
 # -- senders and templates -------------------------------------------------------------------
 
 Outcome = DeliveryResult | Delivered | BaseException

@@ -11,14 +11,29 @@ from application.ports.scheduler import QueueItem
 from application.use_cases import reconcile_queue
 from application.use_cases.reconcile_queue import ReconcileQueue
 from domain.notification import Notification, Priority
-from tests.unit.application.fakes import T0, World, delivered, make_notification
+from tests.unit.application.fakes import (
+    T0,
+    FakeLeadership,
+    World,
+    delivered,
+    make_notification,
+)
 
 GRACE = timedelta(seconds=5)
+TERM = timedelta(seconds=30)
 
 
-def reconcile(world: World, batches_per_call: int = 5) -> ReconcileQueue:
+def reconcile(
+    world: World, batches_per_call: int = 5, leadership: FakeLeadership | None = None
+) -> ReconcileQueue:
     return ReconcileQueue(
-        world.uow, world.scheduler, world.clock, grace=GRACE, batches_per_call=batches_per_call
+        world.uow,
+        world.scheduler,
+        world.clock,
+        leadership or FakeLeadership(world.clock),
+        grace=GRACE,
+        batches_per_call=batches_per_call,
+        term=TERM,
     )
 
 
@@ -132,3 +147,106 @@ async def test_a_row_settled_during_the_scan_is_not_re_enqueued(world: World) ->
     world.clock.advance(GRACE)
     assert await r.execute() == 0
     assert world.scheduler.enqueued == []
+
+
+# -- one worker reconciles at a time ---------------------------------------------------------
+
+
+def two_workers(world: World) -> tuple[ReconcileQueue, ReconcileQueue]:
+    first = FakeLeadership(world.clock, "worker-1")
+    return reconcile(world, leadership=first), reconcile(
+        world, leadership=first.as_holder("worker-2")
+    )
+
+
+def forget_enqueues(world: World) -> None:
+    world.scheduler.waiting.clear()
+    world.scheduler.enqueued.clear()
+    world.scheduler.calls.clear()
+
+
+async def test_only_the_holder_of_the_role_scans(rows: World) -> None:
+    one, two = two_workers(rows)
+    assert await one.execute() == 4
+    forget_enqueues(rows)
+    assert await two.execute() == 0
+    # It neither asked the queue nor put anything back: the rows are not even read.
+    assert rows.scheduler.calls == []
+    rows.clock.advance(GRACE)
+    assert await one.execute() == 5
+
+
+async def test_the_role_passes_when_its_holder_stops_renewing_it(rows: World) -> None:
+    one, two = two_workers(rows)
+    await one.execute()
+    forget_enqueues(rows)
+    rows.clock.advance(TERM - timedelta(seconds=1))
+    assert await two.execute() == 0
+    rows.clock.advance(timedelta(seconds=1))
+    assert await two.execute() == 5
+    assert await one.execute() == 0
+
+
+async def test_a_resigned_role_is_taken_at_once_with_a_full_scan(rows: World) -> None:
+    one, two = two_workers(rows)
+    await one.execute()
+    forget_enqueues(rows)
+    assert await two.execute() == 0
+    await one.resign()
+    # The new holder never watched the queue: a full scan with no grace period, as at
+    # start-up, so the young row comes back too.
+    assert await two.execute() == 5
+
+
+async def test_a_holder_that_regains_the_role_starts_over_with_a_full_scan(rows: World) -> None:
+    one, two = two_workers(rows)
+    await one.execute()
+    rows.clock.advance(TERM)
+    await two.execute()
+    assert await one.execute() == 0
+    await two.resign()
+    # Flushed (the run_id stays) while worker-2 held the role: worker-1 did not watch.
+    forget_enqueues(rows)
+    rows.db.insert(make_notification("newer", now=rows.clock.now() - timedelta(seconds=1)))
+    assert await one.execute() == 6
+
+
+async def test_a_holder_that_loses_the_role_stops_within_one_slice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile_queue, "BATCH", 2)
+    world.db.insert(*[make_notification(f"n{i}") for i in range(7)])
+    world.clock.set(T0 + timedelta(minutes=1))
+    leadership = FakeLeadership(world.clock, "worker-1")
+    one = reconcile(world, leadership=leadership)
+    real_contains = world.scheduler.contains_many
+
+    async def role_taken_meanwhile(ids: Sequence[str]) -> list[bool]:
+        # Its term ran out during a long scan (a stalled process) and another worker took it.
+        leadership.roles[reconcile_queue.ROLE] = ("worker-2", world.clock.now() + TERM)
+        return await real_contains(ids)
+
+    world.scheduler.contains_many = role_taken_meanwhile  # type: ignore[method-assign]
+    assert await one.execute() == 2
+    assert [i.notification_id for i in world.scheduler.enqueued] == ["n0", "n1"]
+
+
+async def test_the_holder_extends_its_term_on_every_slice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile_queue, "BATCH", 2)
+    world.db.insert(*[make_notification(f"n{i}") for i in range(7)])
+    leadership = FakeLeadership(world.clock, "worker-1")
+    one = reconcile(world, leadership=leadership)
+    two = reconcile(world, leadership=leadership.as_holder("worker-2"))
+    real_contains = world.scheduler.contains_many
+
+    async def slow_slices(ids: Sequence[str]) -> list[bool]:
+        world.clock.advance(TERM / 2)
+        return await real_contains(ids)
+
+    world.scheduler.contains_many = slow_slices  # type: ignore[method-assign]
+    # Four slices of half a term each: the scan outlasts two terms and still finishes.
+    assert await one.execute() == 7
+    assert leadership.roles[reconcile_queue.ROLE][0] == "worker-1"
+    assert await two.execute() == 0

@@ -39,8 +39,14 @@ class GatedDelivery:
 
 
 class NoReconcile:
+    def __init__(self) -> None:
+        self.resigned = 0
+
     async def execute(self) -> int:
         return 0
+
+    async def resign(self) -> None:
+        self.resigned += 1
 
 
 async def settle() -> None:
@@ -50,14 +56,17 @@ async def settle() -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    scheduler: FakeScheduler, delivery: GatedDelivery, **options: Any
+    scheduler: FakeScheduler,
+    delivery: GatedDelivery,
+    reconcile: NoReconcile | None = None,
+    **options: Any,
 ) -> AsyncIterator[None]:
     """A worker on ``scheduler`` and ``delivery`` while the block runs; then stopped, with
     every delivery it began let finish."""
     worker = Worker(
         scheduler,
         delivery,  # type: ignore[arg-type]
-        NoReconcile(),  # type: ignore[arg-type]
+        reconcile or NoReconcile(),  # type: ignore[arg-type]
         FixedClock(),
         **options,
     )
@@ -97,3 +106,15 @@ async def test_busy_slots_are_refilled_a_quarter_at_a_time() -> None:
         await settle()
         assert limits == [8, 2]
         assert len(delivery.started) == 10
+
+
+async def test_a_stopping_worker_hands_the_reconciler_role_over() -> None:
+    scheduler = FakeScheduler()
+    await scheduler.enqueue([QueueItem("n1", Priority.MEDIUM, T0)], T0)
+    delivery = GatedDelivery()
+    reconcile = NoReconcile()
+    async with running(scheduler, delivery, reconcile, poll_interval=0.01):
+        await settle()
+        assert delivery.started == ["n1"]
+        assert reconcile.resigned == 0
+    assert reconcile.resigned == 1
