@@ -66,13 +66,28 @@ class Worker:
 
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
         self._stop = stop
-        next_housekeeping = 0.0
+        # Beside the claims, not between them: a reconciler's pass over a large backlog takes
+        # seconds, and claims waiting for it would leave due items late and slots idle.
+        housekeeping = asyncio.create_task(self._keep_house(stop))
+        try:
+            await self._claim_until(stop, housekeeping)
+            await self._drain(grace)
+            # Stop is set or housekeeping failed: either way it ends after its round.
+            await asyncio.wait({housekeeping})
+        finally:
+            if not housekeeping.done():
+                housekeeping.cancel()
+                await asyncio.gather(housekeeping, return_exceptions=True)
+        # Unreachable Redis: the role lapses at the end of its term instead.
+        with contextlib.suppress(Unavailable):
+            await self._reconcile.resign()
+        # A failure housekeeping did not expect ends the worker, as it always did.
+        housekeeping.result()
+
+    async def _claim_until(self, stop: asyncio.Event, housekeeping: asyncio.Task[None]) -> None:
         backoff = self._poll_interval
-        while not stop.is_set():
+        while not stop.is_set() and not housekeeping.done():
             try:
-                if time.monotonic() >= next_housekeeping:
-                    await self._housekeeping()
-                    next_housekeeping = time.monotonic() + self._housekeeping_interval
                 claimed = await self._claim_batch()
                 backoff = self._poll_interval
             except Unavailable as error:
@@ -83,10 +98,19 @@ class Worker:
                 continue
             if claimed == 0:
                 await self._sleep(stop, self._poll_interval)
-        await self._drain(grace)
-        # Unreachable Redis: the role lapses at the end of its term instead.
-        with contextlib.suppress(Unavailable):
-            await self._reconcile.resign()
+
+    async def _keep_house(self, stop: asyncio.Event) -> None:
+        backoff = self._poll_interval
+        while not stop.is_set():
+            try:
+                await self._housekeeping()
+            except Unavailable as error:
+                log.warning("housekeeping paused: %s; retrying in %.1fs", error, backoff)
+                await self._sleep(stop, backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = self._poll_interval
+            await self._sleep(stop, self._housekeeping_interval)
 
     async def _claim_batch(self) -> int:
         if time.monotonic() < self._paused_until:

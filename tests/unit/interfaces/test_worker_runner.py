@@ -1,13 +1,17 @@
-"""The worker loop's claiming: busy slots are refilled in batches, not one at a time."""
+"""The worker loop: busy slots are refilled in batches, not one at a time, and housekeeping
+runs beside the claims."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
+from application.errors import Unavailable
 from application.ports.scheduler import Claim, QueueItem
 from domain.notification import Priority, Status
 from interfaces.worker.runner import Worker
@@ -52,6 +56,15 @@ class NoReconcile:
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Polls: the worker's timers (poll interval, backoff) are real."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the condition never held")
 
 
 @contextlib.asynccontextmanager
@@ -118,3 +131,77 @@ async def test_a_stopping_worker_hands_the_reconciler_role_over() -> None:
         assert delivery.started == ["n1"]
         assert reconcile.resigned == 0
     assert reconcile.resigned == 1
+
+
+class BlockedReconcile(NoReconcile):
+    """Each call waits until the test releases it, or fails as told."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        super().__init__()
+        self.calls = 0
+        self.release = asyncio.Event()
+        self._failures = list(failures)
+
+    async def execute(self) -> int:
+        self.calls += 1
+        if self._failures:
+            raise self._failures.pop(0)
+        await self.release.wait()
+        return 0
+
+
+async def test_claims_go_on_while_housekeeping_takes_its_time() -> None:
+    scheduler = FakeScheduler()
+    await scheduler.enqueue([QueueItem("n1", Priority.MEDIUM, T0)], T0)
+    delivery = GatedDelivery()
+    reconcile = BlockedReconcile()
+    async with running(scheduler, delivery, reconcile, poll_interval=0.01):
+        await settle()
+        assert reconcile.calls == 1
+        assert delivery.started == ["n1"]
+        await scheduler.enqueue([QueueItem("n2", Priority.MEDIUM, T0)], T0)
+        await eventually(lambda: len(delivery.started) == 2)
+        assert reconcile.calls == 1
+        # Stopping waits for the round in progress, then hands the role over.
+        reconcile.release.set()
+    assert reconcile.resigned == 1
+
+
+async def test_unavailable_housekeeping_is_retried_with_backoff_while_claims_go_on() -> None:
+    scheduler = FakeScheduler()
+    await scheduler.enqueue([QueueItem("n1", Priority.MEDIUM, T0)], T0)
+    delivery = GatedDelivery()
+    reconcile = BlockedReconcile(Unavailable("redis down"), Unavailable("redis down"))
+    async with running(
+        scheduler, delivery, reconcile, poll_interval=0.01, housekeeping_interval=60
+    ):
+        # Two failures, then the third try (0.01 s, then 0.02 s later) waits on the release.
+        await eventually(lambda: reconcile.calls == 3)
+        assert delivery.started == ["n1"]
+        reconcile.release.set()
+        await asyncio.sleep(0.05)
+        # The round passed: the next waits for the housekeeping interval, not the backoff.
+        assert reconcile.calls == 3
+
+
+async def test_an_unexpected_housekeeping_failure_ends_the_worker_after_its_deliveries() -> None:
+    scheduler = FakeScheduler()
+    await scheduler.enqueue([QueueItem("n1", Priority.MEDIUM, T0)], T0)
+    delivery = GatedDelivery()
+    broken = BlockedReconcile(RuntimeError("bug"))
+    worker = Worker(
+        scheduler,
+        delivery,  # type: ignore[arg-type]
+        broken,  # type: ignore[arg-type]
+        FixedClock(),
+        poll_interval=0.01,
+    )
+    task = asyncio.create_task(worker.run(asyncio.Event(), grace=5))
+    await settle()
+    # The delivery it began is waited for, not cut off.
+    assert delivery.started == ["n1"]
+    assert not task.done()
+    delivery.finish(1)
+    with pytest.raises(RuntimeError, match="bug"):
+        await asyncio.wait_for(task, timeout=5)
+    assert broken.resigned == 1
