@@ -75,8 +75,9 @@ log = logging.getLogger(__name__)
 
 
 def reconciler_term(housekeeping_seconds: float) -> timedelta:
-    """The reconciler's role outlasts a few missed housekeeping rounds (a slow round, a busy
-    loop), so it does not pass between workers while its holder is alive."""
+    """The holder extends the reconciler's role before each slice of its scan: the term must
+    outlast the rest of a housekeeping round (a slice, inbox pruning, a backoff) and the pause
+    until the next, with room to spare, or the role passes between live workers."""
     return timedelta(seconds=max(30.0, 3 * housekeeping_seconds))
 
 

@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from application.errors import Unavailable
+from application.ports.leadership import Hold
 from application.use_cases.reconcile_queue import ROLE, ReconcileQueue
 from infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from infrastructure.scheduling import RedisLeadership, RedisScheduler, process_holder
@@ -31,42 +32,42 @@ async def test_one_holder_at_a_time_until_the_term_runs_out(
     redis_client: aioredis.Redis,
 ) -> None:
     one, two = leadership(redis_client, "one"), leadership(redis_client, "two")
-    term = timedelta(milliseconds=300)
-    assert await one.hold("r", term)
-    assert not await two.hold("r", term)
+    term = timedelta(seconds=1)
+    assert await one.hold("r", term) is Hold.TAKEN
+    assert await two.hold("r", term) is Hold.REFUSED
     assert await redis_client.get(one.key("r")) == b"one"
-    await asyncio.sleep(0.4)
-    assert await two.hold("r", term)
-    assert not await one.hold("r", term)
+    await asyncio.sleep(1.1)
+    assert await two.hold("r", term) is Hold.TAKEN
+    assert await one.hold("r", term) is Hold.REFUSED
 
 
 async def test_holding_again_extends_the_term(redis_client: aioredis.Redis) -> None:
     one, two = leadership(redis_client, "one"), leadership(redis_client, "two")
-    term = timedelta(milliseconds=400)
-    assert await one.hold("r", term)
+    term = timedelta(seconds=1)
+    assert await one.hold("r", term) is Hold.TAKEN
     for _ in range(4):
-        await asyncio.sleep(0.2)
-        assert await one.hold("r", term)
-        assert not await two.hold("r", term)
-    # 0.8 s since it first took a 0.4 s term: still held, as each hold restarted it.
-    assert 0 < await redis_client.pttl(one.key("r")) <= 400
+        await asyncio.sleep(0.4)
+        assert await one.hold("r", term) is Hold.KEPT
+        assert await two.hold("r", term) is Hold.REFUSED
+    # 1.6 s since it first took a 1 s term: still held, as each hold restarted it.
+    assert 0 < await redis_client.pttl(one.key("r")) <= 1000
 
 
 async def test_resign_frees_the_role_only_for_its_holder(redis_client: aioredis.Redis) -> None:
     one, two = leadership(redis_client, "one"), leadership(redis_client, "two")
-    assert await one.hold("r", TERM)
+    assert await one.hold("r", TERM) is Hold.TAKEN
     await two.resign("r")
-    assert not await two.hold("r", TERM)
+    assert await two.hold("r", TERM) is Hold.REFUSED
     await one.resign("r")
-    assert await two.hold("r", TERM)
+    assert await two.hold("r", TERM) is Hold.TAKEN
 
 
 async def test_roles_are_separate_and_live_under_the_namespace(
     redis_client: aioredis.Redis,
 ) -> None:
     one, two = leadership(redis_client, "one"), leadership(redis_client, "two")
-    assert await one.hold("a", TERM)
-    assert await two.hold("b", TERM)
+    assert await one.hold("a", TERM) is Hold.TAKEN
+    assert await two.hold("b", TERM) is Hold.TAKEN
     assert sorted(await redis_client.keys("*")) == [b"{lead-test}:role:a", b"{lead-test}:role:b"]
 
 
@@ -74,6 +75,8 @@ def test_each_process_holds_under_a_name_of_its_own() -> None:
     assert process_holder() != process_holder()
     with pytest.raises(ValueError, match="holder"):
         RedisLeadership(aioredis.Redis(), holder="")
+    with pytest.raises(ValueError, match="namespace"):
+        RedisLeadership(aioredis.Redis(), holder="one", namespace="{x}")
 
 
 async def test_unreachable_redis_is_unavailable() -> None:

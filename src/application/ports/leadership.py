@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import timedelta
 from typing import Protocol
+
+
+class Hold(enum.Enum):
+    TAKEN = "taken"  # nobody held it: this process has it now, for a new term
+    KEPT = "kept"  # this process held it already: its term starts again
+    REFUSED = "refused"  # another holder's term runs
 
 
 class Leadership(Protocol):
     """Who holds a role is the adapter's business: each process is one holder."""
 
-    async def hold(self, role: str, term: timedelta) -> bool:
-        """Take ``role`` for ``term`` from now, or extend the term if this process holds it.
-        False while another holder's term runs."""
+    async def hold(self, role: str, term: timedelta) -> Hold:
+        """Take ``role`` for ``term`` from now, or extend the term if this process holds it."""
         ...
 
     async def resign(self, role: str) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
+from application.errors import Unavailable
 from application.ports.clock import Clock
-from application.ports.leadership import Leadership
+from application.ports.leadership import Hold, Leadership
 from application.ports.repositories import QueueEntry, UnitOfWorkFactory
 from application.ports.scheduler import QueueItem, Scheduler
 
@@ -26,8 +28,11 @@ class ReconcileQueue:
     the run_id and is repaired by the sliced scans.
 
     Only the holder of the reconciler's role scans; the others return at once. The holder
-    extends its term before every slice, so the term only has to outlast the pause between
-    two calls, and a holder that lost the role stops within one slice."""
+    extends its term before every slice, so the term has to outlast one slice and the rest of
+    a housekeeping round, not a whole scan; a holder that lost the role stops within one
+    slice. A holder whose scan fails (Postgres or Redis unreachable from it) hands the role
+    over and leaves it to the others for a term: the safety net must not hang on the one
+    worker that cannot run it."""
 
     def __init__(
         self,
@@ -49,11 +54,37 @@ class ReconcileQueue:
         self._batches_per_call = batches_per_call
         self._cursor = ""
         self._run_id: str | None = None
+        self._sitting_out_until: datetime | None = None
 
     async def execute(self) -> int:
         """Returns how many notifications were re-enqueued (0 when another worker reconciles)."""
+        if self._sitting_out_until is not None and self._clock.now() < self._sitting_out_until:
+            return 0
         if not await self._lead():
             return 0
+        try:
+            return await self._reconcile()
+        except Unavailable:
+            self._sitting_out_until = self._clock.now() + self._term
+            with contextlib.suppress(Unavailable):
+                await self.resign()
+            raise
+
+    async def resign(self) -> None:
+        """Hand the role over now (at shutdown) rather than when the term runs out."""
+        self._run_id = None
+        await self._leadership.resign(ROLE)
+
+    async def _lead(self) -> bool:
+        hold = await self._leadership.hold(ROLE, self._term)
+        if hold is Hold.KEPT:
+            return True
+        # Taken anew or refused: someone else may have watched the queue meanwhile, and this
+        # worker has not. Holding the role, it starts over with a full scan, as at start-up.
+        self._run_id = None
+        return hold is Hold.TAKEN
+
+    async def _reconcile(self) -> int:
         run_id = await self._scheduler.run_id()
         first = self._run_id is None
         replaced = not first and run_id != self._run_id
@@ -66,19 +97,6 @@ class ReconcileQueue:
             self._cursor = ""
             return await self._scan(batches=None, grace=timedelta(0))
         return await self._scan(batches=self._batches_per_call, grace=self._grace)
-
-    async def resign(self) -> None:
-        """Hand the role over now (at shutdown) rather than when the term runs out."""
-        self._run_id = None
-        await self._leadership.resign(ROLE)
-
-    async def _lead(self) -> bool:
-        if await self._leadership.hold(ROLE, self._term):
-            return True
-        # Whoever holds the role now watches the queue, and this worker does not: should it
-        # take the role again, it starts over with a full scan, as at start-up.
-        self._run_id = None
-        return False
 
     async def _scan(self, batches: int | None, grace: timedelta) -> int:
         requeued = 0

@@ -8,11 +8,15 @@ import os
 import socket
 import uuid
 from datetime import timedelta
+from typing import Final
 
 from redis.asyncio import Redis
 
+from application.ports.leadership import Hold
 from infrastructure.redis_calls import duration_ms, unavailable_if_unreachable
 from infrastructure.scheduling.redis_scheduler import script_source
+
+_HOLDS: Final = {0: Hold.REFUSED, 1: Hold.KEPT, 2: Hold.TAKEN}
 
 
 def process_holder() -> str:
@@ -24,6 +28,9 @@ class RedisLeadership:
     def __init__(self, client: Redis, *, holder: str, namespace: str = "notifyd") -> None:
         if not holder:
             raise ValueError("holder must be non-empty")
+        if not namespace or "{" in namespace or "}" in namespace:
+            # Braces would change the hash tag: the role would live apart from the queue.
+            raise ValueError(f"namespace must be non-empty and brace-free, got {namespace!r}")
         self._client = client
         self._holder = holder
         self._prefix = f"{{{namespace}}}:role:"
@@ -37,11 +44,11 @@ class RedisLeadership:
     def key(self, role: str) -> str:
         return self._prefix + role
 
-    async def hold(self, role: str, term: timedelta) -> bool:
+    async def hold(self, role: str, term: timedelta) -> Hold:
         term_ms = duration_ms(term, "term")
         with unavailable_if_unreachable():
             held = await self._hold(keys=[self.key(role)], args=[self._holder, term_ms])
-        return bool(held)
+        return _HOLDS[int(held)]
 
     async def resign(self, role: str) -> None:
         with unavailable_if_unreachable():

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from application.errors import ConcurrentUpdate, Unavailable
+from application.ports.leadership import Hold
 from application.ports.notification_queries import NotificationQuery, StatsQuery, StatsReport
 from application.ports.repositories import (
     ApiKeyRecord,
@@ -953,13 +954,14 @@ class FakeLeadership:
     def as_holder(self, holder: str) -> FakeLeadership:
         return FakeLeadership(self.clock, holder, self.roles)
 
-    async def hold(self, role: str, term: timedelta) -> bool:
+    async def hold(self, role: str, term: timedelta) -> Hold:
         now = self.clock.now()
         held = self.roles.get(role)
-        if held is not None and held[0] != self.holder and held[1] > now:
-            return False
+        live = held if held is not None and held[1] > now else None
+        if live is not None and live[0] != self.holder:
+            return Hold.REFUSED
         self.roles[role] = (self.holder, now + term)
-        return True
+        return Hold.TAKEN if live is None else Hold.KEPT
 
     async def resign(self, role: str) -> None:
         held = self.roles.get(role)

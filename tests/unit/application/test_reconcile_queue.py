@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from application.errors import Unavailable
 from application.ports.scheduler import QueueItem
 from application.use_cases import reconcile_queue
 from application.use_cases.reconcile_queue import ReconcileQueue
@@ -250,3 +251,43 @@ async def test_the_holder_extends_its_term_on_every_slice(
     assert await one.execute() == 7
     assert leadership.roles[reconcile_queue.ROLE][0] == "worker-1"
     assert await two.execute() == 0
+
+
+async def test_a_holder_whose_term_lapsed_unseen_starts_over_with_a_full_scan(
+    rows: World,
+) -> None:
+    one, two = two_workers(rows)
+    await one.execute()
+    # Stalled past its term: worker-2 took the role and gave it up, all while worker-1 slept.
+    rows.clock.advance(TERM)
+    await two.execute()
+    await two.resign()
+    forget_enqueues(rows)
+    rows.db.insert(make_notification("newer", now=rows.clock.now() - timedelta(seconds=1)))
+    assert await one.execute() == 6
+
+
+async def test_a_holder_that_cannot_reconcile_hands_the_role_over_and_sits_out_a_term(
+    rows: World,
+) -> None:
+    one, two = two_workers(rows)
+    await one.execute()
+    forget_enqueues(rows)
+    real_contains = rows.scheduler.contains_many
+
+    async def unreachable(ids: Sequence[str]) -> list[bool]:
+        raise Unavailable("redis: timed out")
+
+    rows.scheduler.contains_many = unreachable  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await one.execute()
+    rows.scheduler.contains_many = real_contains  # type: ignore[method-assign]
+    # The role is free at once, and worker-1 does not take it back while it sits out.
+    assert await one.execute() == 0
+    assert await two.execute() == 5
+    await two.resign()
+    rows.clock.advance(TERM - timedelta(seconds=1))
+    assert await one.execute() == 0
+    rows.clock.advance(timedelta(seconds=1))
+    forget_enqueues(rows)
+    assert await one.execute() == 5
