@@ -62,27 +62,27 @@ class Worker:
         self._paused_until = 0.0
         self._failure_backoff = 0.0
         self._stop = asyncio.Event()
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self.delivered = 0
 
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
         self._stop = stop
         # Beside the claims, not between them: a reconciler's pass over a large backlog takes
         # seconds, and claims waiting for it would leave due items late and slots idle.
-        housekeeping = asyncio.create_task(self._keep_house(stop))
+        housekeeping = self._housekeeping_task = asyncio.create_task(self._keep_house(stop))
         try:
             await self._claim_until(stop, housekeeping)
-            await self._drain(grace)
-            # Stop is set or housekeeping failed: either way it ends after its round.
-            await asyncio.wait({housekeeping})
+            # The round in progress may be a full scan of a large backlog: it gets the
+            # deliveries' grace and no more, as whoever reconciles next scans in full anyway.
+            await asyncio.gather(self._drain(grace), asyncio.wait({housekeeping}, timeout=grace))
         finally:
             if not housekeeping.done():
                 housekeeping.cancel()
                 await asyncio.gather(housekeeping, return_exceptions=True)
-        # Unreachable Redis: the role lapses at the end of its term instead.
-        with contextlib.suppress(Unavailable):
-            await self._reconcile.resign()
-        # A failure housekeeping did not expect ends the worker, as it always did.
-        housekeeping.result()
+            await self._resign()
+        if not housekeeping.cancelled() and (error := housekeeping.exception()) is not None:
+            # Housekeeping failed in a way it did not expect (logged there): end the worker.
+            raise error
 
     async def _claim_until(self, stop: asyncio.Event, housekeeping: asyncio.Task[None]) -> None:
         backoff = self._poll_interval
@@ -109,8 +109,20 @@ class Worker:
                 await self._sleep(stop, backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
+            except Exception:
+                log.exception("housekeeping failed: the worker stops claiming and drains")
+                raise
             backoff = self._poll_interval
             await self._sleep(stop, self._housekeeping_interval)
+
+    async def _resign(self) -> None:
+        try:
+            await self._reconcile.resign()
+        except Unavailable:
+            pass  # The role lapses at the end of its term instead.
+        except Exception:
+            # Not worth hiding why the worker stops: the role lapses at the end of its term.
+            log.exception("handing the reconciler's role over failed")
 
     async def _claim_batch(self) -> int:
         if time.monotonic() < self._paused_until:
@@ -134,8 +146,10 @@ class Worker:
         self._room.clear()
         room = asyncio.ensure_future(self._room.wait())
         stopping = asyncio.ensure_future(self._stop.wait())
+        # Failed housekeeping ends the claiming too.
+        ended = {self._housekeeping_task} if self._housekeeping_task is not None else set()
         try:
-            await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({room, stopping, *ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             room.cancel()
             stopping.cancel()

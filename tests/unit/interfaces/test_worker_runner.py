@@ -134,12 +134,14 @@ async def test_a_stopping_worker_hands_the_reconciler_role_over() -> None:
 
 
 class BlockedReconcile(NoReconcile):
-    """Each call waits until the test releases it, or fails as told."""
+    """Each call fails with the next of ``failures``, if any are left; otherwise it waits until
+    the test releases it, and then fails with ``fail_next`` if set."""
 
     def __init__(self, *failures: BaseException) -> None:
         super().__init__()
         self.calls = 0
         self.release = asyncio.Event()
+        self.fail_next: BaseException | None = None
         self._failures = list(failures)
 
     async def execute(self) -> int:
@@ -147,6 +149,8 @@ class BlockedReconcile(NoReconcile):
         if self._failures:
             raise self._failures.pop(0)
         await self.release.wait()
+        if self.fail_next is not None:
+            raise self.fail_next
         return 0
 
 
@@ -162,8 +166,47 @@ async def test_claims_go_on_while_housekeeping_takes_its_time() -> None:
         await scheduler.enqueue([QueueItem("n2", Priority.MEDIUM, T0)], T0)
         await eventually(lambda: len(delivery.started) == 2)
         assert reconcile.calls == 1
-        # Stopping waits for the round in progress, then hands the role over.
         reconcile.release.set()
+
+
+def worker_on(
+    scheduler: FakeScheduler, delivery: GatedDelivery, reconcile: NoReconcile, **options: Any
+) -> Worker:
+    return Worker(
+        scheduler,
+        delivery,  # type: ignore[arg-type]
+        reconcile,  # type: ignore[arg-type]
+        FixedClock(),
+        poll_interval=0.01,
+        **options,
+    )
+
+
+async def test_stopping_waits_for_the_round_in_progress_then_hands_the_role_over() -> None:
+    reconcile = BlockedReconcile()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        worker_on(FakeScheduler(), GatedDelivery(), reconcile).run(stop, grace=5)
+    )
+    await eventually(lambda: reconcile.calls == 1)
+    stop.set()
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    assert reconcile.resigned == 0
+    reconcile.release.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert reconcile.resigned == 1
+
+
+async def test_a_round_that_outlasts_the_grace_is_cut_off_and_the_role_handed_over() -> None:
+    reconcile = BlockedReconcile()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        worker_on(FakeScheduler(), GatedDelivery(), reconcile).run(stop, grace=0.05)
+    )
+    await eventually(lambda: reconcile.calls == 1)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
     assert reconcile.resigned == 1
 
 
@@ -189,14 +232,7 @@ async def test_an_unexpected_housekeeping_failure_ends_the_worker_after_its_deli
     await scheduler.enqueue([QueueItem("n1", Priority.MEDIUM, T0)], T0)
     delivery = GatedDelivery()
     broken = BlockedReconcile(RuntimeError("bug"))
-    worker = Worker(
-        scheduler,
-        delivery,  # type: ignore[arg-type]
-        broken,  # type: ignore[arg-type]
-        FixedClock(),
-        poll_interval=0.01,
-    )
-    task = asyncio.create_task(worker.run(asyncio.Event(), grace=5))
+    task = asyncio.create_task(worker_on(scheduler, delivery, broken).run(asyncio.Event(), grace=5))
     await settle()
     # The delivery it began is waited for, not cut off.
     assert delivery.started == ["n1"]
@@ -205,3 +241,31 @@ async def test_an_unexpected_housekeeping_failure_ends_the_worker_after_its_deli
     with pytest.raises(RuntimeError, match="bug"):
         await asyncio.wait_for(task, timeout=5)
     assert broken.resigned == 1
+
+
+async def test_a_housekeeping_failure_ends_claiming_even_with_every_slot_busy() -> None:
+    scheduler = FakeScheduler()
+    await scheduler.enqueue([QueueItem("n1", Priority.MEDIUM, T0)], T0)
+    delivery = GatedDelivery()
+    broken = BlockedReconcile()
+    worker = worker_on(scheduler, delivery, broken, concurrency=1)
+    task = asyncio.create_task(worker.run(asyncio.Event(), grace=0.05))
+    await eventually(lambda: delivery.started == ["n1"] and broken.calls == 1)
+    # The only slot is busy and stays so: the worker waits for room, or for this.
+    broken.fail_next = RuntimeError("bug")
+    broken.release.set()
+    with pytest.raises(RuntimeError, match="bug"):
+        await asyncio.wait_for(task, timeout=5)
+
+
+class UnreachableOnResign(NoReconcile):
+    async def resign(self) -> None:
+        self.resigned += 1
+        raise Unavailable("redis: connection refused")
+
+
+async def test_a_role_redis_cannot_take_back_is_left_to_lapse() -> None:
+    reconcile = UnreachableOnResign()
+    async with running(FakeScheduler(), GatedDelivery(), reconcile, poll_interval=0.01):
+        await settle()
+    assert reconcile.resigned == 1
