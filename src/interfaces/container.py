@@ -81,6 +81,12 @@ def reconciler_term(housekeeping_seconds: float) -> timedelta:
     return timedelta(seconds=max(30.0, 3 * housekeeping_seconds))
 
 
+def reconciler_sit_out(housekeeping_seconds: float) -> timedelta:
+    """A reconciler that failed waits this long before asking for the role again: every other
+    worker asks once in the meantime."""
+    return timedelta(seconds=2 * housekeeping_seconds)
+
+
 # None of these clients connects when built (connections open on first use), so they are
 # plain singletons; close_clients() releases them at shutdown.
 
@@ -243,6 +249,7 @@ class Container(containers.DeclarativeContainer):
         leadership,
         grace=providers.Factory(timedelta, seconds=settings.provided.reconcile_grace_seconds),
         term=providers.Callable(reconciler_term, settings.provided.housekeeping_seconds),
+        sit_out=providers.Callable(reconciler_sit_out, settings.provided.housekeeping_seconds),
     )
     list_dead_letters = providers.Singleton(ListDeadLetters, uow)
     replay_dead_letters = providers.Singleton(ReplayDeadLetters, uow, scheduler, clock)

@@ -31,7 +31,7 @@ class ReconcileQueue:
     extends its term before every slice, so the term has to outlast one slice and the rest of
     a housekeeping round, not a whole scan; a holder that lost the role stops within one
     slice. A holder whose scan fails (Postgres or Redis unreachable from it) hands the role
-    over and leaves it to the others for a term: the safety net must not hang on the one
+    over and leaves it to the others for a while: the safety net must not hang on the one
     worker that cannot run it."""
 
     def __init__(
@@ -43,12 +43,17 @@ class ReconcileQueue:
         grace: timedelta = timedelta(seconds=5),
         batches_per_call: int = 5,
         term: timedelta = timedelta(seconds=30),
+        sit_out: timedelta = timedelta(seconds=10),
     ) -> None:
         self._uow = uow
         self._scheduler = scheduler
         self._clock = clock
         self._leadership = leadership
         self._term = term
+        # Long enough for every other worker to ask for the role once (two housekeeping
+        # rounds), short enough that a failure all workers shared (Redis restarting) delays
+        # the rebuild by no more than that.
+        self._sit_out = sit_out
         # Rows younger than the grace period may be between their commit and their enqueue.
         self._grace = grace
         self._batches_per_call = batches_per_call
@@ -65,7 +70,7 @@ class ReconcileQueue:
         try:
             return await self._reconcile()
         except Unavailable:
-            self._sitting_out_until = self._clock.now() + self._term
+            self._sitting_out_until = self._clock.now() + self._sit_out
             with contextlib.suppress(Unavailable):
                 await self.resign()
             raise

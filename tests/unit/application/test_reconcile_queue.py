@@ -22,6 +22,7 @@ from tests.unit.application.fakes import (
 
 GRACE = timedelta(seconds=5)
 TERM = timedelta(seconds=30)
+SIT_OUT = timedelta(seconds=10)
 
 
 def reconcile(
@@ -35,6 +36,7 @@ def reconcile(
         grace=GRACE,
         batches_per_call=batches_per_call,
         term=TERM,
+        sit_out=SIT_OUT,
     )
 
 
@@ -267,7 +269,7 @@ async def test_a_holder_whose_term_lapsed_unseen_starts_over_with_a_full_scan(
     assert await one.execute() == 6
 
 
-async def test_a_holder_that_cannot_reconcile_hands_the_role_over_and_sits_out_a_term(
+async def test_a_holder_that_cannot_reconcile_hands_the_role_over_and_sits_out_a_while(
     rows: World,
 ) -> None:
     one, two = two_workers(rows)
@@ -286,8 +288,29 @@ async def test_a_holder_that_cannot_reconcile_hands_the_role_over_and_sits_out_a
     assert await one.execute() == 0
     assert await two.execute() == 5
     await two.resign()
-    rows.clock.advance(TERM - timedelta(seconds=1))
+    rows.clock.advance(SIT_OUT - timedelta(seconds=1))
     assert await one.execute() == 0
     rows.clock.advance(timedelta(seconds=1))
     forget_enqueues(rows)
     assert await one.execute() == 5
+
+
+async def test_a_failure_every_worker_shared_delays_reconciling_by_the_sit_out_only(
+    rows: World,
+) -> None:
+    """Redis restarted: each worker's first command on a stale pooled connection fails."""
+    one, two = two_workers(rows)
+    real_contains = rows.scheduler.contains_many
+
+    async def unreachable(ids: Sequence[str]) -> list[bool]:
+        raise Unavailable("redis: connection closed by server")
+
+    rows.scheduler.contains_many = unreachable  # type: ignore[method-assign]
+    for worker in (one, two):
+        with pytest.raises(Unavailable):
+            await worker.execute()
+    rows.scheduler.contains_many = real_contains  # type: ignore[method-assign]
+    assert await one.execute() == 0
+    assert await two.execute() == 0
+    rows.clock.advance(SIT_OUT)
+    assert await two.execute() == 4
