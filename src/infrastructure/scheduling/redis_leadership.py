@@ -37,10 +37,6 @@ class RedisLeadership:
         self._hold = client.register_script(script_source("hold_role.lua"))
         self._resign = client.register_script(script_source("resign_role.lua"))
 
-    @property
-    def holder(self) -> str:
-        return self._holder
-
     def key(self, role: str) -> str:
         return self._prefix + role
 
