@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infrastructure.persistence.engine import create_engine
@@ -41,3 +44,14 @@ def uow(clean_db: AsyncEngine) -> SqlUnitOfWorkFactory:
 @pytest.fixture
 def scheduler(redis_client: aioredis.Redis) -> RedisScheduler:
     return RedisScheduler(redis_client)
+
+
+@pytest.fixture
+async def unreachable_redis() -> AsyncIterator[aioredis.Redis]:
+    """A client of a port nothing listens on, which gives up at the first refusal."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = aioredis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    yield client
+    await client.aclose()

@@ -5,14 +5,11 @@ backup while the primary is down, and back once the breaker closes."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from application.errors import Unavailable
 from application.failover import FailoverSender
@@ -217,19 +214,12 @@ async def test_keys_expire(breaker: RedisCircuitBreaker, redis_client: aioredis.
     assert await redis_client.pttl(state_key) > 0
 
 
-async def test_unreachable_redis_is_unavailable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = aioredis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    try:
-        unreachable = make_breaker(client)
-        with pytest.raises(Unavailable):
-            await unreachable.allow(P, T0)
-        with pytest.raises(Unavailable):
-            await unreachable.record_failure(P, T0)
-    finally:
-        await client.aclose()
+async def test_unreachable_redis_is_unavailable(unreachable_redis: aioredis.Redis) -> None:
+    unreachable = make_breaker(unreachable_redis)
+    with pytest.raises(Unavailable):
+        await unreachable.allow(P, T0)
+    with pytest.raises(Unavailable):
+        await unreachable.record_failure(P, T0)
 
 
 # -- the failover chain on it ----------------------------------------------------------------

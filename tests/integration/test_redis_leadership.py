@@ -4,13 +4,10 @@ over the real Postgres and Redis."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from application.errors import Unavailable
 from application.ports.leadership import Hold
@@ -79,19 +76,12 @@ def test_each_process_holds_under_a_name_of_its_own() -> None:
         RedisLeadership(aioredis.Redis(), holder="one", namespace="{x}")
 
 
-async def test_unreachable_redis_is_unavailable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = aioredis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    try:
-        unreachable = leadership(client, "one")
-        with pytest.raises(Unavailable):
-            await unreachable.hold("r", TERM)
-        with pytest.raises(Unavailable):
-            await unreachable.resign("r")
-    finally:
-        await client.aclose()
+async def test_unreachable_redis_is_unavailable(unreachable_redis: aioredis.Redis) -> None:
+    unreachable = leadership(unreachable_redis, "one")
+    with pytest.raises(Unavailable):
+        await unreachable.hold("r", TERM)
+    with pytest.raises(Unavailable):
+        await unreachable.resign("r")
 
 
 # -- two workers' reconcilers on one Redis -----------------------------------------------------
