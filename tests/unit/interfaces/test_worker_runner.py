@@ -67,6 +67,18 @@ async def eventually(condition: Callable[[], bool]) -> None:
     raise AssertionError("the condition never held")
 
 
+def worker_on(
+    scheduler: FakeScheduler, delivery: GatedDelivery, reconcile: NoReconcile, **options: Any
+) -> Worker:
+    return Worker(
+        scheduler,
+        delivery,  # type: ignore[arg-type]
+        reconcile,  # type: ignore[arg-type]
+        FixedClock(),
+        **{"poll_interval": 0.01, **options},
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(
     scheduler: FakeScheduler,
@@ -76,13 +88,7 @@ async def running(
 ) -> AsyncIterator[None]:
     """A worker on ``scheduler`` and ``delivery`` while the block runs; then stopped, with
     every delivery it began let finish."""
-    worker = Worker(
-        scheduler,
-        delivery,  # type: ignore[arg-type]
-        reconcile or NoReconcile(),  # type: ignore[arg-type]
-        FixedClock(),
-        **options,
-    )
+    worker = worker_on(scheduler, delivery, reconcile or NoReconcile(), **options)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop, grace=1))
     try:
@@ -167,19 +173,6 @@ async def test_claims_go_on_while_housekeeping_takes_its_time() -> None:
         await eventually(lambda: len(delivery.started) == 2)
         assert reconcile.calls == 1
         reconcile.release.set()
-
-
-def worker_on(
-    scheduler: FakeScheduler, delivery: GatedDelivery, reconcile: NoReconcile, **options: Any
-) -> Worker:
-    return Worker(
-        scheduler,
-        delivery,  # type: ignore[arg-type]
-        reconcile,  # type: ignore[arg-type]
-        FixedClock(),
-        poll_interval=0.01,
-        **options,
-    )
 
 
 async def test_stopping_waits_for_the_round_in_progress_then_hands_the_role_over() -> None:
