@@ -36,6 +36,9 @@ RSS_TARGET_MB = (300.0, 150.0)
 def _scenarios(sizes: Sizes) -> dict[str, Callable[[], Figures]]:
     return {
         "0 gRPC floor: health Check": lambda: scenarios.grpc_floor(sizes),
+        "0 bare grpcio server: health Check": lambda: scenarios.bare_grpc_floor(
+            sizes, TARGETS[("1 unary closed loop", "accepted_per_s")][0]
+        ),
         "1 unary closed loop": lambda: scenarios.unary_closed(sizes),
         # Not in the issue: a rate this box sustains, for the latency below saturation.
         "2 unary open loop 250/s": lambda: scenarios.unary_open(sizes, 250),
@@ -46,6 +49,11 @@ def _scenarios(sizes: Sizes) -> dict[str, Callable[[], Figures]]:
         "5 end to end 2000/s": lambda: scenarios.end_to_end(sizes, 2000),
         "6 scheduled due within 1 s": lambda: scenarios.scheduled(sizes),
     }
+
+
+def _shown(value: float) -> str:
+    # CPU per call is a fraction of a millisecond: one decimal would round it away.
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
 def _verdict(scenario: str, figure: str, value: float) -> str:
@@ -112,18 +120,19 @@ def main() -> None:
         runs = []
         for i in range(args.runs):
             figures = run()
-            shown = ", ".join(f"{k}={v:.1f}" for k, v in figures.items())
+            shown = ", ".join(f"{k}={_shown(v)}" for k, v in figures.items())
             print(f"  {name}, run {i + 1}: {shown}", flush=True)
             runs.append(figures)
         results[name] = summarize(runs)
 
     print()
-    print(f"{'scenario: figure':60} {'median':>10} {'min':>10} {'max':>10}")
+    print(f"{'scenario: figure':70} {'median':>10} {'min':>10} {'max':>10}")
     for scenario, summary in results.items():
         for figure, s in summary.items():
             label = f"{scenario}: {figure}"
             verdict = _verdict(scenario, figure, s["median"])
-            print(f"{label:60} {s['median']:>10.1f} {s['min']:>10.1f} {s['max']:>10.1f}  {verdict}")
+            values = " ".join(f"{_shown(s[k]):>10}" for k in ("median", "min", "max"))
+            print(f"{label:70} {values}  {verdict}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

@@ -99,16 +99,50 @@ def _queued_everywhere(stack: Stack) -> tuple[int, int]:
     return (row[0] if row else 0), queued
 
 
-def _closed_loop(stack: Stack, sizes: Sizes, mode: str) -> list[dict[str, Any]]:
+def _spent(stack: Stack, before: Figures, loads: list[dict[str, Any]]) -> Figures:
+    """CPU seconds each part of the stack spent since ``before``, the load generators' own
+    included."""
+    after = stack.cpu_by_role()
+    spent = {role: after[role] - before[role] for role in after}
+    spent["loadgen"] = sum(r["cpu_s"] for r in loads)
+    return spent
+
+
+def _cpu_figures(
+    spent: Figures, elapsed: float, units: int, unit: str, roles: tuple[str, ...]
+) -> Figures:
+    """CPU per unit of work of the parts named in ``roles`` and of everything together, and
+    the cores kept busy: close to the box's core count, the throughput beside it is what the
+    CPU allows, and each part's share says where it goes."""
+    per_unit = 1000 / max(units, 1)
+    total = sum(spent.values())
+    return {
+        **{f"cpu_ms_per_{unit}_{role}": spent[role] * per_unit for role in roles},
+        f"cpu_ms_per_{unit}": total * per_unit,
+        "cores_busy": total / elapsed,
+    }
+
+
+# The parts of the stack that work on an API call.
+_API_ROLES = ("api", "postgres", "redis", "loadgen")
+
+
+def _closed_loop(
+    stack: Stack, sizes: Sizes, mode: str, address: str | None = None
+) -> tuple[list[dict[str, Any]], Figures, float]:
     """A one-second warm-up, then ``concurrency`` calls always in flight from each of
-    ``load_processes`` generators for ``seconds``."""
-    stack.load(mode, seconds=1, concurrency=sizes.concurrency)
-    return stack.load(
+    ``load_processes`` generators for ``seconds``: their results, the CPU each part of the
+    stack spent meanwhile, and how long that took."""
+    stack.load(mode, seconds=1, concurrency=sizes.concurrency, address=address)
+    before, started = stack.cpu_by_role(), time.time()
+    results = stack.load(
         mode,
         processes=sizes.load_processes,
         seconds=sizes.seconds,
         concurrency=sizes.concurrency,
+        address=address,
     )
+    return results, _spent(stack, before, results), time.time() - started
 
 
 def grpc_floor(sizes: Sizes) -> Figures:
@@ -116,11 +150,35 @@ def grpc_floor(sizes: Sizes) -> Figures:
     Redis, through the same API process (its interceptors included) and the same load
     generator. What gRPC in Python costs on this box before notifyd does any work."""
     with _stack(sizes, with_workers=False) as stack:
-        ok, _, elapsed, latencies, errors = _merge(_closed_loop(stack, sizes, "health-closed"))
+        results, spent, took = _closed_loop(stack, sizes, "health-closed")
+        ok, _, elapsed, latencies, errors = _merge(results)
         return {
             "calls_per_s": ok / elapsed,
             **_latency_figures(latencies),
             "errors": float(sum(errors.values())),
+            **_cpu_figures(spent, took, ok, "call", _API_ROLES),
+        }
+
+
+def bare_grpc_floor(sizes: Sizes, unary_target: float) -> Figures:
+    """Scenario 0, second reading: the same calls against servers with nothing but grpcio's
+    health service (bench/bare_grpc.py), as many as there are API processes. Its CPU per call
+    is what a Python gRPC server pays here before it does anything: the unary target times
+    that cost, set against the box's cores, bounds what SendNotification can reach."""
+    with _stack(sizes, with_workers=False) as stack:
+        address = stack.start_bare_grpc()
+        results, spent, took = _closed_loop(stack, sizes, "health-closed", address)
+        ok, _, elapsed, latencies, errors = _merge(results)
+        cpu = _cpu_figures(spent, took, ok, "call", ("bare", "loadgen"))
+        return {
+            "calls_per_s": ok / elapsed,
+            **_latency_figures(latencies),
+            "errors": float(sum(errors.values())),
+            **cpu,
+            # Cores the bare servers alone would need at the unary target's rate.
+            f"server_cores_at_{unary_target:.0f}_per_s": cpu["cpu_ms_per_call_bare"]
+            * unary_target
+            / 1000,
         }
 
 
@@ -128,7 +186,8 @@ def unary_closed(sizes: Sizes) -> Figures:
     """Scenario 1: accepted/s with ``concurrency`` calls always in flight (no workers, so the
     figure is the accept path alone)."""
     with _stack(sizes, with_workers=False) as stack:
-        ok, _, elapsed, latencies, errors = _merge(_closed_loop(stack, sizes, "unary-closed"))
+        results, spent, took = _closed_loop(stack, sizes, "unary-closed")
+        ok, _, elapsed, latencies, errors = _merge(results)
         rows, queued = _queued_everywhere(stack)
         if rows < ok or queued < ok:
             raise RuntimeError(f"{ok} accepted but {rows} rows and {queued} queued")
@@ -136,6 +195,7 @@ def unary_closed(sizes: Sizes) -> Figures:
             "accepted_per_s": ok / elapsed,
             **_latency_figures(latencies),
             "errors": float(sum(errors.values())),
+            **_cpu_figures(spent, took, ok, "call", _API_ROLES),
             **_rss(stack),
         }
 
@@ -158,14 +218,17 @@ def bulk(sizes: Sizes) -> Figures:
     """Scenario 3: BulkSend of 1000 recipients per call, ``bulk_concurrency`` calls in flight."""
     with _stack(sizes, with_workers=False) as stack:
         stack.load("bulk-closed", seconds=1, concurrency=1)  # warm-up
+        before, started = stack.cpu_by_role(), time.time()
         results = stack.load(
             "bulk-closed", seconds=sizes.seconds, concurrency=sizes.bulk_concurrency
         )
+        spent, took = _spent(stack, before, results), time.time() - started
         _, recipients, elapsed, latencies, errors = _merge(results)
         return {
             "recipients_per_s": recipients / elapsed,
             "call_p99_ms": percentile(latencies, 99),
             "errors": float(sum(errors.values())),
+            **_cpu_figures(spent, took, recipients, "recipient", _API_ROLES),
             **_rss(stack),
         }
 
@@ -242,9 +305,9 @@ def delivery(sizes: Sizes) -> Figures:
     with _stack(sizes, with_workers=False) as stack:
         _bulk_create(stack, sizes.deliveries)
         stack.start_workers()
-        cpu_before = stack.cpu_seconds("worker")
+        before, started = stack.cpu_by_role(), time.time()
         done_at = _wait_settled(stack, sizes.deliveries)
-        cpu = stack.cpu_seconds("worker") - cpu_before
+        spent = _spent(stack, before, [])
         time.sleep(0.5)  # the sink flushes its log every 0.2 s
         arrivals = stack.sink_arrivals()
         seen = Counter(webhook_id for webhook_id, _ in arrivals)
@@ -255,7 +318,13 @@ def delivery(sizes: Sizes) -> Figures:
             "lost": float(len(sent - seen.keys())),
             "duplicated": float(sum(n - 1 for n in seen.values())),
             "unknown_at_sink": float(len(seen.keys() - sent)),
-            "worker_cpu_ms_per_delivery": cpu * 1000 / sizes.deliveries,
+            **_cpu_figures(
+                spent,
+                done_at - started,
+                sizes.deliveries,
+                "delivery",
+                ("worker", "postgres", "redis", "sink"),
+            ),
             **_rss(stack),
         }
 

@@ -38,10 +38,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 on (the command name may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its children so far, live or gone: a child that exited
+    was reaped by the parent, which then counts its time (cutime, cstime). For Postgres, whose
+    backends come and go with their connections."""
+    fields = _stat(pid)
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLOCK_TICKS
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            child = _stat(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile: counted in the parent's time by the next reading
+        if int(child[1]) == pid:
+            total += tree_cpu_seconds(int(entry.name))
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -115,6 +138,15 @@ class Stack:
             worker = self._spawn("worker", [*NOTIFYD, "worker"])
             self._wait_for(worker, r"(worker started)", "notifyd worker")
 
+    def start_bare_grpc(self) -> str:
+        """As many bare gRPC servers as there are API processes, on a port of their own; their
+        address."""
+        address = f"127.0.0.1:{_free_port()}"
+        for _ in range(self.api_processes):
+            bare = self._spawn("bare", [*PYTHON, "bench.bare_grpc", "--listen", address])
+            self._wait_for(bare, r"listening on (\S+)", "bare gRPC server")
+        return address
+
     def _start_sink(self) -> None:
         self.sink_log = self.root / "sink.log"
         sink = self._spawn("sink", [*PYTHON, "bench.sink", "--out", str(self.sink_log)])
@@ -151,6 +183,20 @@ class Stack:
     def cpu_seconds(self, role: str) -> float:
         return sum(cpu_seconds(p.popen.pid) for p in self.notifyd(role))
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds so far of every part of the stack: notifyd's API and worker processes,
+        the sink, Postgres (the postmaster and its backends) and Redis. Load generators report
+        their own (see ``load``)."""
+        assert self.postgres is not None
+        assert self.redis is not None
+        totals = {"api": 0.0, "worker": 0.0, "sink": 0.0, "bare": 0.0}
+        for p in self.processes:
+            totals[p.role] += cpu_seconds(p.popen.pid)
+        totals["postgres"] = tree_cpu_seconds(self.postgres.postmaster_pid())
+        redis_pid = self.redis.pid
+        totals["redis"] = cpu_seconds(redis_pid) if redis_pid is not None else 0.0
+        return totals
+
     def peak_rss_mb(self) -> dict[str, float]:
         """The largest peak RSS among the processes of each role."""
         peaks: dict[str, float] = {}
@@ -159,11 +205,18 @@ class Stack:
         return peaks
 
     def load(
-        self, mode: str, processes: int = 1, sent_log: Path | None = None, **options: Any
+        self,
+        mode: str,
+        processes: int = 1,
+        sent_log: Path | None = None,
+        address: str | None = None,
+        **options: Any,
     ) -> list[dict[str, Any]]:
-        """Run ``processes`` load generators at once; their JSON results. With ``sent_log``,
-        generator i writes its accepted ids to ``<sent_log>.<i>``."""
-        argv = [*PYTHON, "bench.loadgen", "--address", self.address, "--key", self.api_key]
+        """Run ``processes`` load generators at once, against notifyd's API unless given
+        another ``address``; their JSON results. With ``sent_log``, generator i writes its
+        accepted ids to ``<sent_log>.<i>``."""
+        target = address or self.address
+        argv = [*PYTHON, "bench.loadgen", "--address", target, "--key", self.api_key]
         argv += ["--url", self.sink_url, "--mode", mode, "--connections", str(self.connections)]
         for name, value in options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]

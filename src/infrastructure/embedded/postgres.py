@@ -62,6 +62,11 @@ class EmbeddedPostgres:
             f"?host={quote(self.socket_dir)}"
         )
 
+    def postmaster_pid(self) -> int:
+        """The server's main process (the first line of postmaster.pid); its backends are its
+        children."""
+        return int((self.directory / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def stop(self) -> None:
         server = self._server
         self._server = None
