@@ -46,6 +46,9 @@ def _scenarios(sizes: Sizes) -> dict[str, Callable[[], Figures]]:
         "2 unary open loop 2000/s": lambda: scenarios.unary_open(sizes, 2000),
         "3 bulk 1000 per call": lambda: scenarios.bulk(sizes),
         "4 delivery to webhook sink": lambda: scenarios.delivery(sizes),
+        "4 bare aiohttp client: POST to the sink": lambda: scenarios.bare_http_floor(
+            sizes, TARGETS[("4 delivery to webhook sink", "deliveries_per_s")][0]
+        ),
         "5 end to end 2000/s": lambda: scenarios.end_to_end(sizes, 2000),
         "6 scheduled due within 1 s": lambda: scenarios.scheduled(sizes),
     }

@@ -329,6 +329,34 @@ def delivery(sizes: Sizes) -> Figures:
         }
 
 
+def bare_http_floor(sizes: Sizes, delivery_target: float) -> Figures:
+    """Scenario 4, second reading: half as many webhooks POSTed straight to the same sink by
+    bare aiohttp clients (bench/bare_http.py), one per worker process with as many in flight,
+    recording nothing anywhere. Its CPU per POST is what sending a webhook from Python costs
+    here before a delivery reads or writes its record."""
+    count = sizes.deliveries // 2
+    with _stack(sizes, with_workers=False) as stack:
+        concurrency = Settings().worker_concurrency
+        stack.post_bare(1000, sizes.workers, concurrency)  # warm-up
+        before, started = stack.cpu_by_role(), time.time()
+        results = stack.post_bare(count, sizes.workers, concurrency)
+        spent, took = _spent(stack, before, results), time.time() - started
+        spent["client"] = spent.pop("loadgen")
+        ok = sum(r["ok"] for r in results)
+        if ok != count // sizes.workers * sizes.workers:
+            raise RuntimeError(f"{ok} of {count} POSTs answered 200")
+        elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+        cpu = _cpu_figures(spent, took, ok, "post", ("client", "sink"))
+        return {
+            "posts_per_s": ok / elapsed,
+            **cpu,
+            # Cores the clients alone would need at the delivery target's rate.
+            f"client_cores_at_{delivery_target:.0f}_per_s": cpu["cpu_ms_per_post_client"]
+            * delivery_target
+            / 1000,
+        }
+
+
 def end_to_end(sizes: Sizes, rate: float) -> Figures:
     """Scenario 5: requests at a steady ``rate`` with workers running: from each request's
     scheduled send time to the sink's arrival."""

@@ -243,6 +243,34 @@ class Stack:
             results.append(json.loads(output.read_text()))
         return results
 
+    def post_bare(self, count: int, processes: int, concurrency: int) -> list[dict[str, Any]]:
+        """``count`` webhooks POSTed straight to the sink by ``processes`` bare aiohttp clients
+        at once (bench/bare_http.py); their JSON results."""
+        outputs = [self.root / f"bare-http-{next(_LOAD_SEQUENCE)}.json" for _ in range(processes)]
+        running = [
+            subprocess.Popen(
+                [
+                    *PYTHON,
+                    "bench.bare_http",
+                    "--url",
+                    self.sink_url,
+                    "--count",
+                    str(count // processes),
+                    "--concurrency",
+                    str(concurrency),
+                    "--result",
+                    str(output),
+                ],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+            )
+            for output in outputs
+        ]
+        for popen in running:
+            if popen.wait(timeout=900) != 0:
+                raise RuntimeError(f"bare HTTP client failed (exit {popen.returncode})")
+        return [json.loads(output.read_text()) for output in outputs]
+
     def sink_arrived(self, since: tuple[int, int] = (0, 0)) -> tuple[int, int]:
         """How many webhooks the sink has recorded so far, reading only what it appended
         since the last call: pass back what this returned, as (count, bytes read)."""
