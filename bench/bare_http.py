@@ -1,6 +1,7 @@
 """A webhook client with nothing behind it: aiohttp POSTs to the sink, each with its own
 webhook-id, no Postgres, no Redis, no notifyd code. Scenario 4's second reading runs it to show
-what sending a webhook from Python costs on the box before a delivery records anything.
+what sending a webhook from Python costs on the box before a delivery records anything. A lower
+bound: the body is the same every time and nothing is signed.
 
 `python -m bench.bare_http --url URL --count N --concurrency C --result FILE` writes one JSON
 object: the POSTs answered 200, the time window and its own CPU seconds."""

@@ -111,13 +111,16 @@ def _spent(stack: Stack, before: Figures, loads: list[dict[str, Any]]) -> Figure
 def _cpu_figures(
     spent: Figures, elapsed: float, units: int, unit: str, roles: tuple[str, ...]
 ) -> Figures:
-    """CPU per unit of work of the parts named in ``roles`` and of everything together, and
-    the cores kept busy: close to the box's core count, the throughput beside it is what the
-    CPU allows, and each part's share says where it goes."""
+    """CPU per unit of work of the parts named in ``roles``, of the rest (parts idle in this
+    scenario) and of everything together, and the cores kept busy over the ``elapsed`` the
+    work took: close to the box's core count, the throughput beside it is what the CPU allows,
+    and each part's share says where it goes."""
     per_unit = 1000 / max(units, 1)
     total = sum(spent.values())
+    listed = sum(spent[role] for role in roles)
     return {
         **{f"cpu_ms_per_{unit}_{role}": spent[role] * per_unit for role in roles},
+        f"cpu_ms_per_{unit}_other": (total - listed) * per_unit,
         f"cpu_ms_per_{unit}": total * per_unit,
         "cores_busy": total / elapsed,
     }
@@ -129,12 +132,12 @@ _API_ROLES = ("api", "postgres", "redis", "loadgen")
 
 def _closed_loop(
     stack: Stack, sizes: Sizes, mode: str, address: str | None = None
-) -> tuple[list[dict[str, Any]], Figures, float]:
+) -> tuple[list[dict[str, Any]], Figures]:
     """A one-second warm-up, then ``concurrency`` calls always in flight from each of
-    ``load_processes`` generators for ``seconds``: their results, the CPU each part of the
-    stack spent meanwhile, and how long that took."""
+    ``load_processes`` generators for ``seconds``: their results, and the CPU each part of the
+    stack spent meanwhile."""
     stack.load(mode, seconds=1, concurrency=sizes.concurrency, address=address)
-    before, started = stack.cpu_by_role(), time.time()
+    before = stack.cpu_by_role()
     results = stack.load(
         mode,
         processes=sizes.load_processes,
@@ -142,7 +145,7 @@ def _closed_loop(
         concurrency=sizes.concurrency,
         address=address,
     )
-    return results, _spent(stack, before, results), time.time() - started
+    return results, _spent(stack, before, results)
 
 
 def grpc_floor(sizes: Sizes) -> Figures:
@@ -150,13 +153,13 @@ def grpc_floor(sizes: Sizes) -> Figures:
     Redis, through the same API process (its interceptors included) and the same load
     generator. What gRPC in Python costs on this box before notifyd does any work."""
     with _stack(sizes, with_workers=False) as stack:
-        results, spent, took = _closed_loop(stack, sizes, "health-closed")
+        results, spent = _closed_loop(stack, sizes, "health-closed")
         ok, _, elapsed, latencies, errors = _merge(results)
         return {
             "calls_per_s": ok / elapsed,
             **_latency_figures(latencies),
             "errors": float(sum(errors.values())),
-            **_cpu_figures(spent, took, ok, "call", _API_ROLES),
+            **_cpu_figures(spent, elapsed, ok, "call", _API_ROLES),
         }
 
 
@@ -167,9 +170,9 @@ def bare_grpc_floor(sizes: Sizes, unary_target: float) -> Figures:
     that cost, set against the box's cores, bounds what SendNotification can reach."""
     with _stack(sizes, with_workers=False) as stack:
         address = stack.start_bare_grpc()
-        results, spent, took = _closed_loop(stack, sizes, "health-closed", address)
+        results, spent = _closed_loop(stack, sizes, "health-closed", address)
         ok, _, elapsed, latencies, errors = _merge(results)
-        cpu = _cpu_figures(spent, took, ok, "call", ("bare", "loadgen"))
+        cpu = _cpu_figures(spent, elapsed, ok, "call", ("bare", "loadgen"))
         return {
             "calls_per_s": ok / elapsed,
             **_latency_figures(latencies),
@@ -186,7 +189,7 @@ def unary_closed(sizes: Sizes) -> Figures:
     """Scenario 1: accepted/s with ``concurrency`` calls always in flight (no workers, so the
     figure is the accept path alone)."""
     with _stack(sizes, with_workers=False) as stack:
-        results, spent, took = _closed_loop(stack, sizes, "unary-closed")
+        results, spent = _closed_loop(stack, sizes, "unary-closed")
         ok, _, elapsed, latencies, errors = _merge(results)
         rows, queued = _queued_everywhere(stack)
         if rows < ok or queued < ok:
@@ -195,7 +198,7 @@ def unary_closed(sizes: Sizes) -> Figures:
             "accepted_per_s": ok / elapsed,
             **_latency_figures(latencies),
             "errors": float(sum(errors.values())),
-            **_cpu_figures(spent, took, ok, "call", _API_ROLES),
+            **_cpu_figures(spent, elapsed, ok, "call", _API_ROLES),
             **_rss(stack),
         }
 
@@ -218,17 +221,17 @@ def bulk(sizes: Sizes) -> Figures:
     """Scenario 3: BulkSend of 1000 recipients per call, ``bulk_concurrency`` calls in flight."""
     with _stack(sizes, with_workers=False) as stack:
         stack.load("bulk-closed", seconds=1, concurrency=1)  # warm-up
-        before, started = stack.cpu_by_role(), time.time()
+        before = stack.cpu_by_role()
         results = stack.load(
             "bulk-closed", seconds=sizes.seconds, concurrency=sizes.bulk_concurrency
         )
-        spent, took = _spent(stack, before, results), time.time() - started
+        spent = _spent(stack, before, results)
         _, recipients, elapsed, latencies, errors = _merge(results)
         return {
             "recipients_per_s": recipients / elapsed,
             "call_p99_ms": percentile(latencies, 99),
             "errors": float(sum(errors.values())),
-            **_cpu_figures(spent, took, recipients, "recipient", _API_ROLES),
+            **_cpu_figures(spent, elapsed, recipients, "recipient", _API_ROLES),
             **_rss(stack),
         }
 
@@ -294,6 +297,13 @@ def _wait_settled(stack: Stack, count: int, timeout: float = 900) -> float:
     raise RuntimeError(f"not all {count} notifications were SENT within {timeout}s")
 
 
+def _sent_count(stack: Stack) -> int:
+    assert stack.postgres is not None
+    with psycopg.connect(stack.postgres.uri()) as conn:
+        row = conn.execute("SELECT count(*) FROM notifications WHERE status = 'SENT'").fetchone()
+    return row[0] if row else 0
+
+
 def _sent_ids(stack: Stack) -> set[str]:
     assert stack.postgres is not None
     with psycopg.connect(stack.postgres.uri()) as conn:
@@ -305,7 +315,10 @@ def delivery(sizes: Sizes) -> Figures:
     with _stack(sizes, with_workers=False) as stack:
         _bulk_create(stack, sizes.deliveries)
         stack.start_workers()
+        # The first worker delivers while the second starts: what was sent before the reading
+        # is left out of the CPU per delivery.
         before, started = stack.cpu_by_role(), time.time()
+        sent_before = _sent_count(stack)
         done_at = _wait_settled(stack, sizes.deliveries)
         spent = _spent(stack, before, [])
         time.sleep(0.5)  # the sink flushes its log every 0.2 s
@@ -321,7 +334,7 @@ def delivery(sizes: Sizes) -> Figures:
             **_cpu_figures(
                 spent,
                 done_at - started,
-                sizes.deliveries,
+                sizes.deliveries - sent_before,
                 "delivery",
                 ("worker", "postgres", "redis", "sink"),
             ),
@@ -333,20 +346,21 @@ def bare_http_floor(sizes: Sizes, delivery_target: float) -> Figures:
     """Scenario 4, second reading: half as many webhooks POSTed straight to the same sink by
     bare aiohttp clients (bench/bare_http.py), one per worker process with as many in flight,
     recording nothing anywhere. Its CPU per POST is what sending a webhook from Python costs
-    here before a delivery reads or writes its record."""
+    here before a delivery reads or writes its record, and less: nothing is built or signed
+    per webhook."""
     count = sizes.deliveries // 2
     with _stack(sizes, with_workers=False) as stack:
-        concurrency = Settings().worker_concurrency
+        concurrency = Settings.from_env(stack.env).worker_concurrency
         stack.post_bare(1000, sizes.workers, concurrency)  # warm-up
-        before, started = stack.cpu_by_role(), time.time()
+        before = stack.cpu_by_role()
         results = stack.post_bare(count, sizes.workers, concurrency)
-        spent, took = _spent(stack, before, results), time.time() - started
+        spent = _spent(stack, before, results)
         spent["client"] = spent.pop("loadgen")
         ok = sum(r["ok"] for r in results)
         if ok != count // sizes.workers * sizes.workers:
             raise RuntimeError(f"{ok} of {count} POSTs answered 200")
         elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
-        cpu = _cpu_figures(spent, took, ok, "post", ("client", "sink"))
+        cpu = _cpu_figures(spent, elapsed, ok, "post", ("client", "sink"))
         return {
             "posts_per_s": ok / elapsed,
             **cpu,
@@ -414,14 +428,18 @@ class _ClaimWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        # The last items can be claimed and delivered between two coarse polls, and the scenario
-        # ends as soon as they are SENT: one more look sees them gone.
-        if not self.samples or self.samples[-1][1] > 0:
-            self._sample()
-        self._client.close()
+        try:
+            # The last items can be claimed and delivered between two coarse polls, and the
+            # scenario ends as soon as they are SENT: one more look sees them gone. Their claim
+            # time is then this look's, up to one coarse poll late: only the tail of the
+            # all-items figures moves.
+            if error_type is None and (not self.samples or self.samples[-1][1] > 0):
+                self._sample()
+        finally:
+            self._client.close()
 
     def _sample(self) -> int:
         pipe = self._client.pipeline(transaction=True)

@@ -25,7 +25,7 @@ PYTHON = [sys.executable, "-m"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-_LOAD_SEQUENCE = itertools.count()
+_RESULT_SEQUENCE = itertools.count()
 
 
 def describe_servers() -> str:
@@ -49,22 +49,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and all its children so far, live or gone: a child that exited
-    was reaped by the parent, which then counts its time (cutime, cstime). For Postgres, whose
-    backends come and go with their connections."""
-    fields = _stat(pid)
-    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLOCK_TICKS
+def _reaped_ticks(fields: list[str]) -> int:
+    """CPU ticks of the children a process has reaped (cutime + cstime)."""
+    return int(fields[13]) + int(fields[14])
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """Every process now: pid -> (parent pid, its own CPU ticks plus its reaped children's)."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            child = _stat(int(entry.name))
+            fields = _stat(int(entry.name))
         except OSError:
-            continue  # gone meanwhile: counted in the parent's time by the next reading
-        if int(child[1]) == pid:
-            total += tree_cpu_seconds(int(entry.name))
-    return total
+            continue  # exited meanwhile: its reaper's ticks hold it
+        own = int(fields[11]) + int(fields[12])
+        table[int(entry.name)] = (int(fields[1]), own + _reaped_ticks(fields))
+    return table
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants so far, live or gone: one that exited
+    was reaped by its parent, which then counts its time (cutime, cstime). For Postgres, whose
+    backends come and go with their connections.
+
+    One pass over /proc, taken again if the process reaped a child during it: that child would
+    otherwise be missing both from the pass and from the reaped time read before it."""
+    for _ in range(10):
+        reaped = _reaped_ticks(_stat(pid))
+        table = _process_table()
+        if _reaped_ticks(_stat(pid)) == reaped:
+            break
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    ticks, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        ticks += table.get(current, (0, 0))[1]
+        pending.extend(children.get(current, ()))
+    return ticks / CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -180,9 +205,6 @@ class Stack:
             if p.role in ("api", "worker") and (role is None or p.role == role)
         ]
 
-    def cpu_seconds(self, role: str) -> float:
-        return sum(cpu_seconds(p.popen.pid) for p in self.notifyd(role))
-
     def cpu_by_role(self) -> dict[str, float]:
         """CPU seconds so far of every part of the stack: notifyd's API and worker processes,
         the sink, Postgres (the postmaster and its backends) and Redis. Load generators report
@@ -220,55 +242,44 @@ class Stack:
         argv += ["--url", self.sink_url, "--mode", mode, "--connections", str(self.connections)]
         for name, value in options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
-        # Results go to a file: a library writing to stdout mid-run once cut the JSON in two.
-        outputs = [self.root / f"load-{next(_LOAD_SEQUENCE)}.json" for _ in range(processes)]
-        running = [
-            subprocess.Popen(
-                [
-                    *argv,
-                    "--result",
-                    str(output),
-                    *(["--sent-log", f"{sent_log}.{i}"] if sent_log else []),
-                ],
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-            )
-            for i, output in enumerate(outputs)
-        ]
-        results = []
-        for popen, output in zip(running, outputs, strict=True):
-            popen.wait(timeout=900)
-            if popen.returncode != 0:
-                raise RuntimeError(f"load generator failed (exit {popen.returncode})")
-            results.append(json.loads(output.read_text()))
-        return results
+        return self._run_at_once(
+            "load generator",
+            [
+                [*argv, *(["--sent-log", f"{sent_log}.{i}"] if sent_log else [])]
+                for i in range(processes)
+            ],
+        )
 
     def post_bare(self, count: int, processes: int, concurrency: int) -> list[dict[str, Any]]:
         """``count`` webhooks POSTed straight to the sink by ``processes`` bare aiohttp clients
         at once (bench/bare_http.py); their JSON results."""
-        outputs = [self.root / f"bare-http-{next(_LOAD_SEQUENCE)}.json" for _ in range(processes)]
-        running = [
-            subprocess.Popen(
-                [
-                    *PYTHON,
-                    "bench.bare_http",
-                    "--url",
-                    self.sink_url,
-                    "--count",
-                    str(count // processes),
-                    "--concurrency",
-                    str(concurrency),
-                    "--result",
-                    str(output),
-                ],
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-            )
-            for output in outputs
-        ]
-        for popen in running:
-            if popen.wait(timeout=900) != 0:
-                raise RuntimeError(f"bare HTTP client failed (exit {popen.returncode})")
+        argv = [*PYTHON, "bench.bare_http", "--url", self.sink_url]
+        argv += ["--count", str(count // processes), "--concurrency", str(concurrency)]
+        return self._run_at_once("bare HTTP client", [argv] * processes)
+
+    def _run_at_once(self, what: str, argvs: list[list[str]]) -> list[dict[str, Any]]:
+        """Start one process per argv, each told where to write its JSON result; wait for all.
+        If one fails, the others are stopped: they are not among the stack's processes."""
+        # Results go to a file: a library writing to stdout mid-run once cut the JSON in two.
+        outputs = [self.root / f"result-{next(_RESULT_SEQUENCE)}.json" for _ in argvs]
+        running = []
+        try:
+            for argv, output in zip(argvs, outputs, strict=True):
+                running.append(
+                    subprocess.Popen(
+                        [*argv, "--result", str(output)],
+                        env=self.env,
+                        stdout=subprocess.DEVNULL,
+                    )
+                )
+            for popen in running:
+                if popen.wait(timeout=900) != 0:
+                    raise RuntimeError(f"{what} failed (exit {popen.returncode})")
+        finally:
+            for popen in running:
+                if popen.poll() is None:
+                    popen.kill()
+                    popen.wait()
         return [json.loads(output.read_text()) for output in outputs]
 
     def sink_arrived(self, since: tuple[int, int] = (0, 0)) -> tuple[int, int]:

@@ -47,7 +47,11 @@ def test_every_post_counted_is_one_webhook_the_sink_recorded(tmp_path: Path) -> 
         assert answered["t1"] > answered["t0"]
     finally:
         sink.terminate()  # it writes what it still holds before it exits
-        sink.wait(10)
+        try:
+            sink.wait(10)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+            raise
     ids = [line.split()[0] for line in log.read_text().splitlines()]
     assert len(ids) == 300
     assert len(set(ids)) == 300
