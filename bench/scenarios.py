@@ -70,10 +70,15 @@ def _latency_figures(latencies: list[float], prefix: str = "latency") -> Figures
     }
 
 
+def _window(results: list[dict[str, Any]]) -> float:
+    """Seconds from the first process's start of work to the last one's end."""
+    return float(max(r["t1"] for r in results) - min(r["t0"] for r in results))
+
+
 def _merge(results: list[dict[str, Any]]) -> tuple[int, int, float, list[float], Counter[str]]:
     ok = sum(r["ok"] for r in results)
     recipients = sum(r["recipients"] for r in results)
-    elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    elapsed = _window(results)
     latencies = [x for r in results for x in r["latencies_ms"]]
     errors: Counter[str] = Counter()
     for r in results:
@@ -153,14 +158,20 @@ def grpc_floor(sizes: Sizes) -> Figures:
     Redis, through the same API process (its interceptors included) and the same load
     generator. What gRPC in Python costs on this box before notifyd does any work."""
     with _stack(sizes, with_workers=False) as stack:
-        results, spent = _closed_loop(stack, sizes, "health-closed")
-        ok, _, elapsed, latencies, errors = _merge(results)
-        return {
-            "calls_per_s": ok / elapsed,
-            **_latency_figures(latencies),
-            "errors": float(sum(errors.values())),
-            **_cpu_figures(spent, elapsed, ok, "call", _API_ROLES),
-        }
+        return _health_checks(stack, sizes, None, _API_ROLES)
+
+
+def _health_checks(
+    stack: Stack, sizes: Sizes, address: str | None, roles: tuple[str, ...]
+) -> Figures:
+    results, spent = _closed_loop(stack, sizes, "health-closed", address)
+    ok, _, elapsed, latencies, errors = _merge(results)
+    return {
+        "calls_per_s": ok / elapsed,
+        **_latency_figures(latencies),
+        "errors": float(sum(errors.values())),
+        **_cpu_figures(spent, elapsed, ok, "call", roles),
+    }
 
 
 def bare_grpc_floor(sizes: Sizes, unary_target: float) -> Figures:
@@ -169,20 +180,12 @@ def bare_grpc_floor(sizes: Sizes, unary_target: float) -> Figures:
     is what a Python gRPC server pays here before it does anything: the unary target times
     that cost, set against the box's cores, bounds what SendNotification can reach."""
     with _stack(sizes, with_workers=False) as stack:
-        address = stack.start_bare_grpc()
-        results, spent = _closed_loop(stack, sizes, "health-closed", address)
-        ok, _, elapsed, latencies, errors = _merge(results)
-        cpu = _cpu_figures(spent, elapsed, ok, "call", ("bare", "loadgen"))
-        return {
-            "calls_per_s": ok / elapsed,
-            **_latency_figures(latencies),
-            "errors": float(sum(errors.values())),
-            **cpu,
-            # Cores the bare servers alone would need at the unary target's rate.
-            f"server_cores_at_{unary_target:.0f}_per_s": cpu["cpu_ms_per_call_bare"]
-            * unary_target
-            / 1000,
-        }
+        figures = _health_checks(stack, sizes, stack.start_bare_grpc(), ("bare", "loadgen"))
+        # Cores the bare servers alone would need at the unary target's rate.
+        figures[f"server_cores_at_{unary_target:.0f}_per_s"] = (
+            figures["cpu_ms_per_call_bare"] * unary_target / 1000
+        )
+        return figures
 
 
 def unary_closed(sizes: Sizes) -> Figures:
@@ -288,19 +291,14 @@ def _wait_settled(stack: Stack, count: int, timeout: float = 900) -> float:
             arrived = stack.sink_arrived(arrived)
             if arrived[0] >= count or time.monotonic() >= next_check:
                 next_check = time.monotonic() + 2.0
-                row = conn.execute(
-                    "SELECT count(*) FROM notifications WHERE status = 'SENT'"
-                ).fetchone()
-                if row is not None and row[0] >= count:
+                if _sent_count(conn) >= count:
                     return time.time()
             time.sleep(0.1)
     raise RuntimeError(f"not all {count} notifications were SENT within {timeout}s")
 
 
-def _sent_count(stack: Stack) -> int:
-    assert stack.postgres is not None
-    with psycopg.connect(stack.postgres.uri()) as conn:
-        row = conn.execute("SELECT count(*) FROM notifications WHERE status = 'SENT'").fetchone()
+def _sent_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM notifications WHERE status = 'SENT'").fetchone()
     return row[0] if row else 0
 
 
@@ -318,7 +316,9 @@ def delivery(sizes: Sizes) -> Figures:
         # The first worker delivers while the second starts: what was sent before the reading
         # is left out of the CPU per delivery.
         before, started = stack.cpu_by_role(), time.time()
-        sent_before = _sent_count(stack)
+        assert stack.postgres is not None
+        with psycopg.connect(stack.postgres.uri(), autocommit=True) as conn:
+            sent_before = _sent_count(conn)
         done_at = _wait_settled(stack, sizes.deliveries)
         spent = _spent(stack, before, [])
         time.sleep(0.5)  # the sink flushes its log every 0.2 s
@@ -348,18 +348,18 @@ def bare_http_floor(sizes: Sizes, delivery_target: float) -> Figures:
     recording nothing anywhere. Its CPU per POST is what sending a webhook from Python costs
     here before a delivery reads or writes its record, and less: nothing is built or signed
     per webhook."""
-    count = sizes.deliveries // 2
+    each = sizes.deliveries // 2 // sizes.workers
     with _stack(sizes, with_workers=False) as stack:
         concurrency = Settings.from_env(stack.env).worker_concurrency
-        stack.post_bare(1000, sizes.workers, concurrency)  # warm-up
+        stack.post_bare(1000 // sizes.workers, sizes.workers, concurrency)  # warm-up
         before = stack.cpu_by_role()
-        results = stack.post_bare(count, sizes.workers, concurrency)
+        results = stack.post_bare(each, sizes.workers, concurrency)
         spent = _spent(stack, before, results)
         spent["client"] = spent.pop("loadgen")
         ok = sum(r["ok"] for r in results)
-        if ok != count // sizes.workers * sizes.workers:
-            raise RuntimeError(f"{ok} of {count} POSTs answered 200")
-        elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+        if ok != each * sizes.workers:
+            raise RuntimeError(f"{ok} of {each * sizes.workers} POSTs answered 200")
+        elapsed = _window(results)
         cpu = _cpu_figures(spent, elapsed, ok, "post", ("client", "sink"))
         return {
             "posts_per_s": ok / elapsed,

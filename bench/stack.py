@@ -43,10 +43,14 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def _own_ticks(fields: list[str]) -> int:
+    """CPU ticks of the process itself (utime + stime)."""
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process so far."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return _own_ticks(_stat(pid)) / CLOCK_TICKS
 
 
 def _reaped_ticks(fields: list[str]) -> int:
@@ -64,8 +68,7 @@ def _process_table() -> dict[int, tuple[int, int]]:
             fields = _stat(int(entry.name))
         except OSError:
             continue  # exited meanwhile: its reaper's ticks hold it
-        own = int(fields[11]) + int(fields[12])
-        table[int(entry.name)] = (int(fields[1]), own + _reaped_ticks(fields))
+        table[int(entry.name)] = (int(fields[1]), _own_ticks(fields) + _reaped_ticks(fields))
     return table
 
 
@@ -250,11 +253,11 @@ class Stack:
             ],
         )
 
-    def post_bare(self, count: int, processes: int, concurrency: int) -> list[dict[str, Any]]:
-        """``count`` webhooks POSTed straight to the sink by ``processes`` bare aiohttp clients
-        at once (bench/bare_http.py); their JSON results."""
+    def post_bare(self, each: int, processes: int, concurrency: int) -> list[dict[str, Any]]:
+        """``each`` webhooks from each of ``processes`` bare aiohttp clients at once, POSTed
+        straight to the sink (bench/bare_http.py); their JSON results."""
         argv = [*PYTHON, "bench.bare_http", "--url", self.sink_url]
-        argv += ["--count", str(count // processes), "--concurrency", str(concurrency)]
+        argv += ["--count", str(each), "--concurrency", str(concurrency)]
         return self._run_at_once("bare HTTP client", [argv] * processes)
 
     def _run_at_once(self, what: str, argvs: list[list[str]]) -> list[dict[str, Any]]:
